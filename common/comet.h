@@ -1,0 +1,59 @@
+/* Comet Server admin API client: one endpoint table, one comet_call().
+ * A client is one libcurl easy handle kept per thread so connections to
+ * Comet are reused (keep-alive). Not thread-safe: one per thread. */
+#ifndef COMET_COMET_H
+#define COMET_COMET_H
+
+#include <json-c/json.h>
+#include <stddef.h>
+#include "config.h"
+#include "errors.h"
+
+enum comet_endpoint {
+    COMET_META_VERSION = 0,
+    COMET_POLICIES_LIST,
+    COMET_POLICIES_GET,
+    COMET_POLICIES_SET,
+    COMET_POLICIES_NEW,
+    COMET_STORAGE_PROVIDERS,     /* request-storage-vault-providers */
+    COMET_ADD_USER,
+    COMET_GET_USER_PROFILE,
+    COMET_GET_PROFILE_AND_HASH,  /* get-user-profile-and-hash */
+    COMET_SET_PROFILE_HASH,      /* set-user-profile-hash */
+    COMET_RESET_PASSWORD,        /* reset-user-password */
+    COMET_DELETE_USER,
+    COMET_REQUEST_STORAGE_VAULT,
+    COMET_LIST_USERS,
+    COMET__COUNT
+};
+
+struct comet_param {
+    const char *name;
+    const char *value;
+};
+
+struct comet_client;
+
+/* NULL on allocation failure. */
+struct comet_client *comet_client_new(int connect_timeout_ms, int timeout_ms);
+void comet_client_free(struct comet_client *c);
+
+/* "meta/version", ... */
+const char *comet_endpoint_path(enum comet_endpoint ep);
+
+/* POSTs the endpoint with the admin auth of `server` plus params
+ * (form-urlencoded). On success returns 0 and *out holds the parsed JSON
+ * (caller json_object_put()s it). On failure returns -1, *out is NULL, err
+ * is classified:
+ *   curl connect/reset/DNS -> ERR_COMET_UNAVAILABLE; timeout -> ERR_COMET_TIMEOUT
+ *   HTTP 5xx -> ERR_COMET_HTTP_5XX; 429 -> ERR_COMET_RATE_LIMITED
+ *   HTTP 401/403 -> ERR_COMET_AUTH; other non-2xx -> ERR_COMET_HTTP_4XX
+ *   body not JSON, or not the shape the endpoint answers -> ERR_COMET_BAD_RESPONSE
+ *   2xx JSON object with integer Status >= 400: body 403 -> ERR_COMET_AUTH,
+ *   else ERR_COMET_REJECTED; *body_status gets that Status (else 0).
+ * The message never contains a password. body_status may be NULL. */
+int comet_call(struct comet_client *c, const struct config_server *server,
+               enum comet_endpoint ep, const struct comet_param *params, size_t nparams,
+               json_object **out, int *body_status, struct err *err);
+
+#endif

@@ -1,0 +1,47 @@
+/* Redis store (hiredis): policy-group cache, distributed locks, per-job
+ * state and per-service ordering. Every key starts with the configured
+ * prefix. One store per thread (a hiredis context is not thread-safe).
+ * Any Redis failure returns -1 with ERR_STORE_UNAVAILABLE. */
+#ifndef COMET_STORE_H
+#define COMET_STORE_H
+
+#include <stdbool.h>
+#include "config.h"
+#include "errors.h"
+
+struct store;
+
+/* Connects (and AUTHs/SELECTs per cfg). NULL with err on failure. */
+struct store *store_connect(const struct config *cfg, struct err *err);
+void store_free(struct store *s);
+/* Reconnects when the connection broke; 0 when usable. */
+int store_ensure(struct store *s, struct err *err);
+int store_ping(struct store *s, struct err *err);
+
+/* Policy cache: key policy:<server>:<policy_id> = "1" once the policy
+ * exists on that server. */
+int store_policy_known(struct store *s, const char *server, const char *policy_id,
+                       bool *known, struct err *err);
+int store_policy_remember(struct store *s, const char *server, const char *policy_id,
+                          struct err *err);
+
+/* Lock: SET key token NX PX ttl; release by compare-and-delete (Lua), so a
+ * holder whose lock expired never frees someone else's. token gets a
+ * random value on acquire. */
+int store_lock_acquire(struct store *s, const char *name, int ttl_ms, char token[33],
+                       bool *acquired, struct err *err);
+int store_lock_release(struct store *s, const char *name, const char *token, struct err *err);
+
+/* Per-job state and completed steps (hash job:<id>), for effectively-once
+ * execution of redelivered jobs. */
+enum job_state { JOB_STATE_NONE = 0, JOB_STATE_RUNNING, JOB_STATE_SUCCEEDED,
+                 JOB_STATE_FAILED, JOB_STATE_DEAD };
+const char *job_state_name(enum job_state st);
+
+/* Generic per-job fields (HGET/HSET on job:<id>); value "" when absent. */
+int store_job_get(struct store *s, const char *job_id, const char *field, char *out,
+                  size_t outlen, struct err *err);
+int store_job_set(struct store *s, const char *job_id, const char *field, const char *value,
+                  int retention_seconds, struct err *err);
+
+#endif
