@@ -56,4 +56,14 @@ int comet_call(struct comet_client *c, const struct config_server *server,
                enum comet_endpoint ep, const struct comet_param *params, size_t nparams,
                json_object **out, int *body_status, struct err *err);
 
+/* The classification comet_call() applies to one finished transfer, as a
+ * pure function (unit-tested): curl_code is the CURLcode of the transfer
+ * (0 = completed), curl_text its error text (may be NULL), http_status the
+ * HTTP status, body/len the raw answer (any bytes; len explicit).
+ * Same contract as comet_call() for the return value, out, body_status
+ * and err. */
+int comet_classify(enum comet_endpoint ep, int curl_code, const char *curl_text,
+                   long http_status, const char *body, size_t len,
+                   json_object **out, int *body_status, struct err *err);
+
 #endif

@@ -1,0 +1,188 @@
+/* Unit tests for comet.c: the classification of one finished transfer. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <curl/curl.h>
+#include <string.h>
+
+#include "comet.h"
+
+/* Classifies a completed transfer with body text; returns the rc. */
+static int classify(enum comet_endpoint ep, long http, const char *body, json_object **out,
+                    int *body_status, struct err *e)
+{
+    return comet_classify(ep, CURLE_OK, NULL, http, body, body ? strlen(body) : 0, out,
+                          body_status, e);
+}
+
+static void expect_error(enum comet_endpoint ep, long http, const char *body, enum err_code code)
+{
+    json_object *out = (json_object *)1;
+    struct err e;
+
+    err_clear(&e);
+    assert_int_equal(classify(ep, http, body, &out, NULL, &e), -1);
+    assert_null(out);
+    assert_int_equal(e.code, code);
+}
+
+static void test_comet_classify_curl_errors(void **state)
+{
+    json_object *out;
+    struct err e;
+
+    (void)state;
+    assert_int_equal(comet_classify(COMET_ADD_USER, CURLE_COULDNT_CONNECT, "refused", 0, NULL, 0,
+                                    &out, NULL, &e), -1);
+    assert_int_equal(e.code, ERR_COMET_UNAVAILABLE);
+    assert_non_null(strstr(e.msg, "add-user"));
+    assert_non_null(strstr(e.msg, "refused"));
+    assert_int_equal(comet_classify(COMET_ADD_USER, CURLE_OPERATION_TIMEDOUT, NULL, 0, NULL, 0,
+                                    &out, NULL, &e), -1);
+    assert_int_equal(e.code, ERR_COMET_TIMEOUT);
+    assert_int_equal(comet_classify(COMET_ADD_USER, CURLE_RECV_ERROR, "", 0, NULL, 0,
+                                    &out, NULL, &e), -1);
+    assert_int_equal(e.code, ERR_COMET_UNAVAILABLE);
+    assert_int_equal(comet_classify(COMET_ADD_USER, CURLE_GOT_NOTHING, "", 0, NULL, 0,
+                                    &out, NULL, &e), -1);
+    assert_int_equal(e.code, ERR_COMET_UNAVAILABLE);
+    assert_int_equal(comet_classify(COMET_ADD_USER, CURLE_WRITE_ERROR, "too big", 0, NULL, 0,
+                                    &out, NULL, &e), -1);
+    assert_int_equal(e.code, ERR_COMET_BAD_RESPONSE);
+}
+
+static void test_comet_classify_http_status_first(void **state)
+{
+    (void)state;
+    /* A valid success body does not rescue a bad HTTP status. */
+    expect_error(COMET_ADD_USER, 500, "{\"Status\":200,\"Message\":\"OK\"}", ERR_COMET_HTTP_5XX);
+    expect_error(COMET_ADD_USER, 502, "<html>Bad gateway</html>", ERR_COMET_HTTP_5XX);
+    expect_error(COMET_ADD_USER, 429, "", ERR_COMET_RATE_LIMITED);
+    expect_error(COMET_ADD_USER, 403, "{\"Status\":403,\"Message\":\"Unauthorised\"}", ERR_COMET_AUTH);
+    expect_error(COMET_ADD_USER, 401, "", ERR_COMET_AUTH);
+    expect_error(COMET_ADD_USER, 404, "not found", ERR_COMET_HTTP_4XX);
+}
+
+static void test_comet_classify_http_message_included(void **state)
+{
+    json_object *out;
+    struct err e;
+
+    (void)state;
+    assert_int_equal(classify(COMET_DELETE_USER, 503, "{\"Status\":503,\"Message\":\"restarting\"}",
+                              &out, NULL, &e), -1);
+    assert_non_null(strstr(e.msg, "delete-user"));
+    assert_non_null(strstr(e.msg, "503"));
+    assert_non_null(strstr(e.msg, "restarting"));
+}
+
+static void test_comet_classify_body_errors(void **state)
+{
+    json_object *out;
+    int status = 0;
+    struct err e;
+
+    (void)state;
+    assert_int_equal(classify(COMET_GET_USER_PROFILE, 200,
+                              "{\"Status\":400,\"Message\":\"User not found\"}", &out, &status, &e), -1);
+    assert_int_equal(e.code, ERR_COMET_REJECTED);
+    assert_int_equal(status, 400);
+    assert_non_null(strstr(e.msg, "User not found"));
+    assert_int_equal(classify(COMET_ADD_USER, 200, "{\"Status\":403,\"Message\":\"Unauthorised\"}",
+                              &out, &status, &e), -1);
+    assert_int_equal(e.code, ERR_COMET_AUTH);
+    assert_int_equal(status, 403);
+    assert_int_equal(classify(COMET_GET_USER_PROFILE, 200, "{\"Status\":500,\"Message\":\"x\"}",
+                              &out, &status, &e), -1);
+    assert_int_equal(e.code, ERR_COMET_REJECTED);
+    assert_int_equal(status, 500);
+}
+
+static void test_comet_classify_bad_bodies(void **state)
+{
+    (void)state;
+    expect_error(COMET_ADD_USER, 200, "", ERR_COMET_BAD_RESPONSE);
+    expect_error(COMET_ADD_USER, 200, "<html>", ERR_COMET_BAD_RESPONSE);
+    expect_error(COMET_ADD_USER, 200, "{\"Status\":200", ERR_COMET_BAD_RESPONSE); /* truncated */
+    expect_error(COMET_ADD_USER, 200, "{\"Status\":200} x", ERR_COMET_BAD_RESPONSE);
+    expect_error(COMET_ADD_USER, 200, "{}", ERR_COMET_BAD_RESPONSE);
+    expect_error(COMET_ADD_USER, 200, "[]", ERR_COMET_BAD_RESPONSE);
+    expect_error(COMET_ADD_USER, 200, "{\"Status\":\"200\"}", ERR_COMET_BAD_RESPONSE);
+    expect_error(COMET_GET_USER_PROFILE, 200, "{}", ERR_COMET_BAD_RESPONSE);
+    expect_error(COMET_GET_USER_PROFILE, 200, "[]", ERR_COMET_BAD_RESPONSE);
+    expect_error(COMET_GET_USER_PROFILE, 200, "{\"Emails\":[]}", ERR_COMET_BAD_RESPONSE);
+    expect_error(COMET_GET_PROFILE_AND_HASH, 200, "{\"Status\":200,\"Profile\":{}}",
+                 ERR_COMET_BAD_RESPONSE);
+    expect_error(COMET_META_VERSION, 200, "{}", ERR_COMET_BAD_RESPONSE);
+    expect_error(COMET_LIST_USERS, 200, "{}", ERR_COMET_BAD_RESPONSE);
+    expect_error(COMET_POLICIES_LIST, 200, "[]", ERR_COMET_BAD_RESPONSE);
+    expect_error(COMET_POLICIES_LIST, 200, "\"x\"", ERR_COMET_BAD_RESPONSE);
+}
+
+static void test_comet_classify_body_with_nul(void **state)
+{
+    static const char body[] = "{\"Status\":200}\0garbage";
+    json_object *out;
+    struct err e;
+
+    (void)state;
+    /* The explicit length covers the NUL: bytes after it are not ignored. */
+    assert_int_equal(comet_classify(COMET_ADD_USER, CURLE_OK, NULL, 200, body, sizeof(body) - 1,
+                                    &out, NULL, &e), -1);
+    assert_int_equal(e.code, ERR_COMET_BAD_RESPONSE);
+}
+
+static void test_comet_classify_success_shapes(void **state)
+{
+    json_object *out;
+    int status = -1;
+    struct err e;
+
+    (void)state;
+    assert_int_equal(classify(COMET_ADD_USER, 200, "{\"Status\":200,\"Message\":\"OK\"}\n",
+                              &out, &status, &e), 0);
+    assert_int_equal(status, 0);
+    json_object_put(out);
+    assert_int_equal(classify(COMET_LIST_USERS, 200, "[]", &out, NULL, &e), 0);
+    json_object_put(out);
+    assert_int_equal(classify(COMET_POLICIES_LIST, 200, "{}", &out, NULL, &e), 0);
+    json_object_put(out);
+    assert_int_equal(classify(COMET_GET_USER_PROFILE, 200, "{\"Username\":\"a\",\"New\":1}",
+                              &out, NULL, &e), 0);
+    assert_true(json_object_object_get_ex(out, "New", NULL));
+    json_object_put(out);
+    assert_int_equal(classify(COMET_GET_PROFILE_AND_HASH, 200,
+                              "{\"Status\":200,\"ProfileHash\":\"h\",\"Profile\":{\"Username\":\"a\"}}",
+                              &out, NULL, &e), 0);
+    json_object_put(out);
+    assert_int_equal(classify(COMET_META_VERSION, 201, "{\"Version\":\"25.9.8\"}", &out, NULL, &e), 0);
+    json_object_put(out);
+}
+
+static void test_comet_endpoint_paths(void **state)
+{
+    (void)state;
+    assert_string_equal(comet_endpoint_path(COMET_GET_PROFILE_AND_HASH), "get-user-profile-and-hash");
+    assert_string_equal(comet_endpoint_path(COMET_STORAGE_PROVIDERS),
+                        "request-storage-vault-providers");
+    assert_string_equal(comet_endpoint_path(COMET__COUNT), "unknown");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_comet_classify_curl_errors),
+        cmocka_unit_test(test_comet_classify_http_status_first),
+        cmocka_unit_test(test_comet_classify_http_message_included),
+        cmocka_unit_test(test_comet_classify_body_errors),
+        cmocka_unit_test(test_comet_classify_bad_bodies),
+        cmocka_unit_test(test_comet_classify_body_with_nul),
+        cmocka_unit_test(test_comet_classify_success_shapes),
+        cmocka_unit_test(test_comet_endpoint_paths),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
