@@ -48,6 +48,7 @@ struct config {
     int worker_grace_seconds;   /* SIGTERM: time for in-flight jobs */
     char worker_name[128];      /* in results and logs; default host/pid */
     int retry_max_attempts;     /* transient failures before the DLQ */
+    char retry_tiers_ms[128];   /* "1000,5000,30000,120000,600000,1800000": delay queues */
     int job_retention_seconds;  /* per-job state kept in Redis */
 
     /* comet client */
@@ -81,6 +82,9 @@ void config_print(const struct config *cfg, FILE *out);
 /* The server entry whose URL matches (scheme, host, port; trailing '/'
  * ignored), or NULL. */
 const struct config_server *config_find_server(const struct config *cfg, const char *url);
+/* Prints every scalar key with its environment variable, default, range
+ * and purpose (for --help and the README). */
+void config_describe(FILE *out);
 /* Wipes secrets. */
 void config_clear(struct config *cfg);
 

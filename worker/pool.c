@@ -1,0 +1,243 @@
+/* Worker threads that run jobs off the consumer thread. */
+#include "pool.h"
+
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "log.h"
+
+struct pool_item {
+    struct bus_delivery d;
+    unsigned generation;
+    struct pool_item *next;
+};
+
+struct done_item {
+    struct outcome out;
+    struct done_item *next;
+};
+
+struct pool {
+    const struct config *cfg;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;          /* signalled when work arrives or on stop */
+    struct pool_item *head, *tail;  /* FIFO of deliveries not yet started */
+    struct done_item *done_head, *done_tail;
+    size_t busy;                /* queued + running */
+    bool stopping;
+    bool store_down;
+    int efd;                    /* eventfd: outcomes are waiting */
+    pthread_t *threads;
+    int nthreads;
+};
+
+static void *pool_thread(void *arg)
+{
+    struct pool *p = arg;
+    struct process_ctx ctx;
+    if (process_ctx_init(&ctx, p->cfg) != 0) {
+        log_error("pool: cannot create a Comet client; thread exits");
+        return NULL;
+    }
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        while (!p->head && !p->stopping)
+            pthread_cond_wait(&p->cv, &p->mu);
+        if (p->stopping) {
+            pthread_mutex_unlock(&p->mu);
+            break;
+        }
+        struct pool_item *it = p->head;
+        p->head = it->next;
+        if (!p->head)
+            p->tail = NULL;
+        pthread_mutex_unlock(&p->mu);
+
+        struct done_item *done = calloc(1, sizeof(*done));
+        if (done) {
+            process_delivery(&ctx, &it->d, &done->out);
+        }
+        uint64_t one = 1;
+        pthread_mutex_lock(&p->mu);
+        if (done) {
+            done->out.generation = it->generation;
+            p->store_down = done->out.store_down;
+            if (p->done_tail)
+                p->done_tail->next = done;
+            else
+                p->done_head = done;
+            p->done_tail = done;
+        } else {
+            /* Out of memory: the delivery stays unacked and is redelivered
+             * when the connection goes; count it as finished here. */
+            log_error("pool: out of memory for an outcome");
+        }
+        p->busy--;
+        pthread_mutex_unlock(&p->mu);
+        bus_delivery_clear(&it->d);
+        free(it);
+        if (write(p->efd, &one, sizeof(one)) != sizeof(one))
+            log_warn("pool: eventfd write failed");
+    }
+    process_ctx_clear(&ctx);
+    return NULL;
+}
+
+struct pool *pool_new(const struct config *cfg, int nthreads, struct err *err)
+{
+    struct pool *p = calloc(1, sizeof(*p));
+    if (!p) {
+        err_set(err, ERR_INTERNAL, "pool: out of memory");
+        return NULL;
+    }
+    p->cfg = cfg;
+    p->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    p->threads = calloc((size_t)nthreads, sizeof(*p->threads));
+    if (p->efd < 0 || !p->threads) {
+        err_set(err, ERR_INTERNAL, "pool: cannot create eventfd or thread table");
+        if (p->efd >= 0)
+            close(p->efd);
+        free(p->threads);
+        free(p);
+        return NULL;
+    }
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    /* Jobs are I/O bound and shallow: a small stack keeps 128 threads cheap. */
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 512 * 1024);
+    for (int i = 0; i < nthreads; i++) {
+        if (pthread_create(&p->threads[i], &attr, pool_thread, p) != 0) {
+            err_set(err, ERR_INTERNAL, "pool: cannot start thread %d of %d", i + 1, nthreads);
+            pthread_attr_destroy(&attr);
+            p->nthreads = i;
+            pool_free(p);
+            return NULL;
+        }
+        p->nthreads = i + 1;
+    }
+    pthread_attr_destroy(&attr);
+    return p;
+}
+
+void pool_free(struct pool *p)
+{
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->stopping = true;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < p->nthreads; i++)
+        pthread_join(p->threads[i], NULL);
+    while (p->head) {
+        struct pool_item *it = p->head;
+        p->head = it->next;
+        bus_delivery_clear(&it->d);
+        free(it);
+    }
+    while (p->done_head) {
+        struct done_item *d = p->done_head;
+        p->done_head = d->next;
+        outcome_clear(&d->out);
+        free(d);
+    }
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+    close(p->efd);
+    free(p->threads);
+    free(p);
+}
+
+int pool_submit(struct pool *p, struct bus_delivery *d, unsigned generation)
+{
+    struct pool_item *it = calloc(1, sizeof(*it));
+    if (!it)
+        return -1;
+    it->d = *d;
+    memset(d, 0, sizeof(*d)); /* the queue owns the body now */
+    it->generation = generation;
+    pthread_mutex_lock(&p->mu);
+    if (p->tail)
+        p->tail->next = it;
+    else
+        p->head = it;
+    p->tail = it;
+    p->busy++;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    return 0;
+}
+
+int pool_wake_fd(const struct pool *p)
+{
+    return p->efd;
+}
+
+struct outcome *pool_take_done(struct pool *p)
+{
+    uint64_t n;
+    /* Drain the counter first: a completion after this read re-arms it. */
+    if (read(p->efd, &n, sizeof(n)) < 0) {
+        /* EAGAIN: nothing signalled; the list may still hold items. */
+    }
+    pthread_mutex_lock(&p->mu);
+    struct done_item *d = p->done_head;
+    if (d) {
+        p->done_head = d->next;
+        if (!p->done_head)
+            p->done_tail = NULL;
+    }
+    pthread_mutex_unlock(&p->mu);
+    /* struct outcome is the first member: the item is the outcome. */
+    return d ? &d->out : NULL;
+}
+
+void pool_outcome_free(struct outcome *o)
+{
+    if (!o)
+        return;
+    outcome_clear(o);
+    free(o); /* o is the first member of its done_item */
+}
+
+size_t pool_take_pending(struct pool *p, uint64_t *tags, unsigned *gens, size_t max)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&p->mu);
+    while (p->head && n < max) {
+        struct pool_item *it = p->head;
+        p->head = it->next;
+        if (!p->head)
+            p->tail = NULL;
+        tags[n] = it->d.tag;
+        gens[n] = it->generation;
+        n++;
+        p->busy--;
+        bus_delivery_clear(&it->d);
+        free(it);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return n;
+}
+
+size_t pool_busy(struct pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    size_t n = p->busy;
+    pthread_mutex_unlock(&p->mu);
+    return n;
+}
+
+bool pool_store_down(struct pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    bool down = p->store_down;
+    pthread_mutex_unlock(&p->mu);
+    return down;
+}

@@ -1,0 +1,379 @@
+/* The consumer loop: deliveries to the pool, outcomes to the broker, acks after confirms. */
+#include "runner.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bus.h"
+#include "log.h"
+#include "pool.h"
+#include "process.h"
+#include "store.h"
+
+#define WAIT_SLICE_MS 200        /* bound on how late a stop or reconnect is noticed */
+#define BACKOFF_MIN_MS 200
+#define BACKOFF_MAX_MS 10000
+#define STORE_CHECK_MS 1000      /* while paused for Redis, probe it this often */
+#define MAX_TIERS 16
+
+/* A delivery whose outcome messages await their confirms. */
+struct pending {
+    uint64_t tag;
+    int remaining;          /* confirms still due */
+    bool refused;           /* the broker nacked one of them */
+    bool used;
+};
+
+/* One published message awaiting its confirm. */
+struct inflight_pub {
+    uint64_t seq;
+    size_t pending;         /* index into pendings */
+};
+
+struct runner {
+    const struct config *cfg;
+    struct runner_status *st;
+    struct bus *bus;
+    unsigned generation;    /* bumped on every (re)connect; older outcomes are stale */
+    struct pool *pool;
+    struct pending *pendings;
+    size_t npendings, cap_pendings;
+    struct inflight_pub *pubs;
+    size_t npubs, cap_pubs;
+    int tiers[MAX_TIERS];
+    int ntiers;
+    int backoff_ms;
+    long long next_connect_ms;
+    bool stopping;
+    bool paused;            /* consumer cancelled while Redis is down */
+    long long next_store_check_ms;
+    struct store *probe;    /* the consumer's own Redis connection, for the pause probe */
+};
+
+static long long mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- confirm bookkeeping -------------------------------------------------- */
+
+static long pending_new(struct runner *r, uint64_t tag, int remaining)
+{
+    for (size_t i = 0; i < r->npendings; i++)
+        if (!r->pendings[i].used) {
+            r->pendings[i] = (struct pending){ tag, remaining, false, true };
+            return (long)i;
+        }
+    if (r->npendings == r->cap_pendings) {
+        size_t cap = r->cap_pendings ? r->cap_pendings * 2 : 64;
+        struct pending *np = realloc(r->pendings, cap * sizeof(*np));
+        if (!np)
+            return -1;
+        r->pendings = np;
+        r->cap_pendings = cap;
+    }
+    r->pendings[r->npendings] = (struct pending){ tag, remaining, false, true };
+    return (long)r->npendings++;
+}
+
+static int pub_add(struct runner *r, uint64_t seq, size_t pending)
+{
+    if (r->npubs == r->cap_pubs) {
+        size_t cap = r->cap_pubs ? r->cap_pubs * 2 : 128;
+        struct inflight_pub *np = realloc(r->pubs, cap * sizeof(*np));
+        if (!np)
+            return -1;
+        r->pubs = np;
+        r->cap_pubs = cap;
+    }
+    r->pubs[r->npubs++] = (struct inflight_pub){ seq, pending };
+    return 0;
+}
+
+/* A delivery's messages are all confirmed (or one was refused): settle it. */
+static int pending_finish(struct runner *r, struct pending *p, struct err *e)
+{
+    p->used = false;
+    if (p->refused) {
+        /* Its outcome is not durable: let the broker hand the job out again. */
+        log_warn("broker refused an outcome message; job requeued");
+        return bus_nack(r->bus, p->tag, true, e);
+    }
+    return bus_ack(r->bus, p->tag, e);
+}
+
+static int on_confirm(struct runner *r, uint64_t seq, bool multiple, bool refused, struct err *e)
+{
+    size_t w = 0;
+    int rc = 0;
+    for (size_t i = 0; i < r->npubs; i++) {
+        struct inflight_pub pub = r->pubs[i];
+        bool hit = multiple ? pub.seq <= seq : pub.seq == seq;
+        if (!hit) {
+            r->pubs[w++] = pub;
+            continue;
+        }
+        struct pending *p = &r->pendings[pub.pending];
+        p->refused |= refused;
+        if (--p->remaining == 0 && rc == 0)
+            rc = pending_finish(r, p, e);
+    }
+    r->npubs = w;
+    return rc;
+}
+
+/* ---- outcomes --------------------------------------------------------------- */
+
+static int publish_outcome(struct runner *r, struct outcome *o, struct err *e)
+{
+    if (o->disposition == OUTCOME_REQUEUE || o->nmsgs == 0)
+        return bus_nack(r->bus, o->tag, true, e);
+    long idx = pending_new(r, o->tag, (int)o->nmsgs);
+    if (idx < 0)
+        return err_set(e, ERR_INTERNAL, "out of memory tracking confirms");
+    for (size_t i = 0; i < o->nmsgs; i++) {
+        uint64_t seq;
+        if (bus_publish(r->bus, &o->msgs[i], &seq, e))
+            return -1;
+        if (pub_add(r, seq, (size_t)idx))
+            return err_set(e, ERR_INTERNAL, "out of memory tracking confirms");
+    }
+    return 0;
+}
+
+/* Publishes every finished outcome of the current connection. */
+static int drain_outcomes(struct runner *r, struct err *e)
+{
+    struct outcome *o;
+    int rc = 0;
+    while ((o = pool_take_done(r->pool)) != NULL) {
+        if (rc == 0 && r->bus && o->generation == r->generation)
+            rc = publish_outcome(r, o, e);
+        /* else: from a connection that died; the broker redelivers that job. */
+        pool_outcome_free(o);
+    }
+    return rc;
+}
+
+/* ---- connection --------------------------------------------------------------- */
+
+static void disconnect(struct runner *r, const char *why)
+{
+    if (!r->bus)
+        return;
+    log_warn("broker connection lost: %s", why);
+    bus_free(r->bus);
+    r->bus = NULL;
+    r->st->connected = false;
+    r->st->consuming = false;
+    r->npubs = 0;
+    for (size_t i = 0; i < r->npendings; i++)
+        r->pendings[i].used = false;
+    r->generation++;
+    r->next_connect_ms = mono_ms() + r->backoff_ms;
+}
+
+static int start_consuming(struct runner *r, struct err *e)
+{
+    if (bus_consume(r->bus, BUS_Q_JOBS, e))
+        return -1;
+    r->st->consuming = true;
+    return 0;
+}
+
+static void try_connect(struct runner *r)
+{
+    if (mono_ms() < r->next_connect_ms)
+        return;
+    struct err e;
+    err_clear(&e);
+    struct bus *b = bus_connect(r->cfg->amqp_url, r->cfg->amqp_heartbeat, &e);
+    if (b) {
+        r->bus = b;
+        if (bus_declare_topology(b, r->tiers, r->ntiers, &e) == 0 &&
+            bus_qos(b, r->cfg->amqp_prefetch, &e) == 0 &&
+            (r->paused || start_consuming(r, &e) == 0)) {
+            r->generation++;
+            r->st->connected = true;
+            r->backoff_ms = BACKOFF_MIN_MS;
+            log_info("connected to the broker; consuming %s (prefetch %d, %d threads)",
+                     BUS_Q_JOBS, r->cfg->amqp_prefetch, r->cfg->worker_concurrency);
+            return;
+        }
+        bus_free(b);
+        r->bus = NULL;
+    }
+    log_warn("broker: %s; retrying in %d ms", e.msg, r->backoff_ms);
+    r->next_connect_ms = mono_ms() + r->backoff_ms;
+    /* Capped exponential backoff with jitter so a fleet does not reconnect in step. */
+    r->backoff_ms = r->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : r->backoff_ms * 2;
+    r->backoff_ms += rand() % (r->backoff_ms / 4 + 1);
+}
+
+/* While Redis is down no job may run (no idempotency or ordering state):
+ * cancel the consumer, probe Redis, resume when it answers. */
+static void check_store(struct runner *r)
+{
+    if (!r->bus || r->stopping)
+        return;
+    struct err e;
+    err_clear(&e);
+    if (!r->paused && pool_store_down(r->pool)) {
+        if (bus_cancel(r->bus, &e) == 0) {
+            r->paused = true;
+            r->st->consuming = false;
+            r->st->store_ok = false;
+            log_error("Redis unreachable: not taking jobs until it is back");
+        } else {
+            disconnect(r, e.msg);
+        }
+        r->next_store_check_ms = mono_ms() + STORE_CHECK_MS;
+        return;
+    }
+    if (!r->paused || mono_ms() < r->next_store_check_ms)
+        return;
+    r->next_store_check_ms = mono_ms() + STORE_CHECK_MS;
+    if (!r->probe)
+        r->probe = store_connect(r->cfg, &e);
+    if (r->probe && store_ensure(r->probe, &e) == 0 && store_ping(r->probe, &e) == 0) {
+        if (start_consuming(r, &e) == 0) {
+            r->paused = false;
+            r->st->store_ok = true;
+            log_info("Redis is back: taking jobs again");
+        } else {
+            disconnect(r, e.msg);
+        }
+    }
+}
+
+/* ---- stop ----------------------------------------------------------------------- */
+
+static void begin_stop(struct runner *r)
+{
+    r->stopping = true;
+    struct err e;
+    err_clear(&e);
+    if (r->bus && !r->paused && bus_cancel(r->bus, &e) != 0)
+        disconnect(r, e.msg);
+    r->st->consuming = false;
+    /* Jobs not yet started go back to the queue at once. */
+    uint64_t tags[256];
+    unsigned gens[256];
+    size_t n;
+    while ((n = pool_take_pending(r->pool, tags, gens, 256)) > 0)
+        for (size_t i = 0; i < n; i++)
+            if (r->bus && gens[i] == r->generation && bus_nack(r->bus, tags[i], true, &e) != 0)
+                disconnect(r, e.msg);
+    log_info("stopping: waiting up to %d s for %zu in-flight jobs", r->cfg->worker_grace_seconds,
+             pool_busy(r->pool));
+}
+
+static bool settled(struct runner *r)
+{
+    return pool_busy(r->pool) == 0 && r->npubs == 0;
+}
+
+/* ---- loop ------------------------------------------------------------------------- */
+
+static void handle_event(struct runner *r, struct bus_event *ev)
+{
+    struct err e;
+    err_clear(&e);
+    int rc = 0;
+    switch (ev->kind) {
+    case BUS_EV_DELIVERY:
+        if (r->stopping) {
+            rc = bus_nack(r->bus, ev->delivery.tag, true, &e);
+        } else if (pool_submit(r->pool, &ev->delivery, r->generation) != 0) {
+            rc = bus_nack(r->bus, ev->delivery.tag, true, &e);
+        }
+        bus_delivery_clear(&ev->delivery);
+        break;
+    case BUS_EV_ACK:
+        rc = on_confirm(r, ev->seq, ev->multiple, false, &e);
+        break;
+    case BUS_EV_NACK:
+        rc = on_confirm(r, ev->seq, ev->multiple, true, &e);
+        break;
+    case BUS_EV_RETURN:
+        log_warn("a result or copy was unroutable (is the topology intact?)");
+        break;
+    default:
+        break;
+    }
+    if (rc != 0)
+        disconnect(r, e.msg);
+}
+
+int runner_run(const struct config *cfg, volatile sig_atomic_t *stop, struct runner_status *st)
+{
+    struct runner r;
+    memset(&r, 0, sizeof(r));
+    r.cfg = cfg;
+    r.st = st;
+    r.backoff_ms = BACKOFF_MIN_MS;
+    r.ntiers = process_retry_tiers(cfg, r.tiers, MAX_TIERS);
+    if (r.ntiers <= 0) {
+        log_error("retry.tiers_ms must be ascending positive milliseconds, e.g. 1000,5000,30000");
+        return 1;
+    }
+    struct err e;
+    err_clear(&e);
+    r.pool = pool_new(cfg, cfg->worker_concurrency, &e);
+    if (!r.pool) {
+        log_error("%s", e.msg);
+        return 1;
+    }
+    st->store_ok = true;
+    long long deadline = 0;
+    for (;;) {
+        if (*stop && !r.stopping) {
+            begin_stop(&r);
+            deadline = mono_ms() + (long long)cfg->worker_grace_seconds * 1000;
+        }
+        if (r.stopping && settled(&r))
+            break;
+        if (r.stopping && mono_ms() >= deadline) {
+            log_warn("grace period over with %zu jobs in flight; the broker will redeliver them",
+                     pool_busy(r.pool));
+            break;
+        }
+        if (!r.bus) {
+            if (r.stopping && pool_busy(r.pool) == 0)
+                break;
+            try_connect(&r);
+        }
+        err_clear(&e);
+        if (r.bus && drain_outcomes(&r, &e) != 0)
+            disconnect(&r, e.msg);
+        if (!r.bus) {
+            /* Keep draining (and dropping) stale outcomes while disconnected. */
+            drain_outcomes(&r, &e);
+            struct timespec ts = { 0, 50 * 1000000L };
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        check_store(&r);
+        if (!r.bus)
+            continue;
+        struct bus_event ev;
+        if (bus_wait(r.bus, WAIT_SLICE_MS, pool_wake_fd(r.pool), &ev, &e) != 0) {
+            disconnect(&r, e.msg);
+            continue;
+        }
+        handle_event(&r, &ev);
+    }
+    pool_free(r.pool);
+    bus_free(r.bus);
+    store_free(r.probe);
+    free(r.pendings);
+    free(r.pubs);
+    st->connected = false;
+    st->consuming = false;
+    log_info("stopped");
+    return 0;
+}
