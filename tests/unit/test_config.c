@@ -498,6 +498,55 @@ static void test_config_clear_wipes(void **state)
     config_clear(NULL);
 }
 
+/* Replaces every occurrence of from with to in a malloc'd copy of s. */
+static char *replace_all(const char *s, const char *from, const char *to)
+{
+    size_t cap = strlen(s) * 2 + 1024;
+    char *out = malloc(cap);
+    assert_non_null(out);
+    size_t n = 0;
+    while (*s) {
+        if (strncmp(s, from, strlen(from)) == 0) {
+            assert_true(n + strlen(to) < cap);
+            memcpy(out + n, to, strlen(to));
+            n += strlen(to);
+            s += strlen(from);
+        } else {
+            assert_true(n + 1 < cap);
+            out[n++] = *s++;
+        }
+    }
+    out[n] = '\0';
+    return out;
+}
+
+/* The annotated example (run from the repository root) must stay loadable. */
+static void test_config_example_file_loads(void **state)
+{
+    struct tctx *t = *state;
+    FILE *fp = fopen("conf/comet-worker.conf", "r");
+    if (fp == NULL)
+        skip();
+    char *text = NULL;
+    size_t cap = 0;
+    assert_true(getdelim(&text, &cap, '\0', fp) > 0);
+    fclose(fp);
+    char *b64 = make_key_b64(9);
+    const char *kf = write_file(t, "k.key", b64, 0600);
+    const char *pw = write_file(t, "pw", "admin-pw\n", 0600);
+    char *a = replace_all(text, "/etc/comet/keys/k2026.key", kf);
+    char *b = replace_all(a, "/run/secrets/comet-admin-password", pw);
+    const char *path = write_file(t, "example.conf", b, 0600);
+    assert_int_equal(config_load(&t->cfg, path, &t->err), 0);
+    assert_int_equal(t->cfg.keys.count, 1);
+    assert_int_equal(t->cfg.server_count, 1);
+    assert_int_equal(t->cfg.amqp_prefetch, 256);
+    free(text);
+    free(a);
+    free(b);
+    free(b64);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -519,6 +568,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_config_print_masks_secrets, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_short_callback_secret_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_clear_wipes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_config_example_file_loads, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
