@@ -36,24 +36,25 @@ struct comet_endpoint_row {
     enum comet_shape shape;
     const char *field;       /* SHAPE_OBJECT: a member every success has */
     const char *field2;      /* and a second one, or NULL */
+    bool fresh;              /* not idempotent: never on a reused connection (see call_prepare) */
 };
 
 static const struct comet_endpoint_row endpoint_table[] = {
-    [COMET_META_VERSION]          = { "meta/version", SHAPE_OBJECT, "Version", NULL },
-    [COMET_POLICIES_LIST]         = { "policies/list", SHAPE_MAP, NULL, NULL },
+    [COMET_META_VERSION]          = { "meta/version", SHAPE_OBJECT, "Version", NULL, false },
+    [COMET_POLICIES_LIST]         = { "policies/list", SHAPE_MAP, NULL, NULL, false },
     /* PolicyHash may be empty in a success (the module tests for that). */
-    [COMET_POLICIES_GET]          = { "policies/get", SHAPE_OBJECT, NULL, NULL },
-    [COMET_POLICIES_SET]          = { "policies/set", SHAPE_STATUS, NULL, NULL },
-    [COMET_POLICIES_NEW]          = { "policies/new", SHAPE_STATUS, NULL, NULL },
-    [COMET_STORAGE_PROVIDERS]     = { "request-storage-vault-providers", SHAPE_MAP, NULL, NULL },
-    [COMET_ADD_USER]              = { "add-user", SHAPE_STATUS, NULL, NULL },
-    [COMET_GET_USER_PROFILE]      = { "get-user-profile", SHAPE_OBJECT, "Username", NULL },
-    [COMET_GET_PROFILE_AND_HASH]  = { "get-user-profile-and-hash", SHAPE_OBJECT, "Profile", "ProfileHash" },
-    [COMET_SET_PROFILE_HASH]      = { "set-user-profile-hash", SHAPE_STATUS, NULL, NULL },
-    [COMET_RESET_PASSWORD]        = { "reset-user-password", SHAPE_STATUS, NULL, NULL },
-    [COMET_DELETE_USER]           = { "delete-user", SHAPE_STATUS, NULL, NULL },
-    [COMET_REQUEST_STORAGE_VAULT] = { "request-storage-vault", SHAPE_STATUS, NULL, NULL },
-    [COMET_LIST_USERS]            = { "list-users", SHAPE_ARRAY, NULL, NULL },
+    [COMET_POLICIES_GET]          = { "policies/get", SHAPE_OBJECT, NULL, NULL, false },
+    [COMET_POLICIES_SET]          = { "policies/set", SHAPE_STATUS, NULL, NULL, false },
+    [COMET_POLICIES_NEW]          = { "policies/new", SHAPE_STATUS, NULL, NULL, true },
+    [COMET_STORAGE_PROVIDERS]     = { "request-storage-vault-providers", SHAPE_MAP, NULL, NULL, false },
+    [COMET_ADD_USER]              = { "add-user", SHAPE_STATUS, NULL, NULL, false },
+    [COMET_GET_USER_PROFILE]      = { "get-user-profile", SHAPE_OBJECT, "Username", NULL, false },
+    [COMET_GET_PROFILE_AND_HASH]  = { "get-user-profile-and-hash", SHAPE_OBJECT, "Profile", "ProfileHash", false },
+    [COMET_SET_PROFILE_HASH]      = { "set-user-profile-hash", SHAPE_STATUS, NULL, NULL, false },
+    [COMET_RESET_PASSWORD]        = { "reset-user-password", SHAPE_STATUS, NULL, NULL, false },
+    [COMET_DELETE_USER]           = { "delete-user", SHAPE_STATUS, NULL, NULL, false },
+    [COMET_REQUEST_STORAGE_VAULT] = { "request-storage-vault", SHAPE_STATUS, NULL, NULL, true },
+    [COMET_LIST_USERS]            = { "list-users", SHAPE_ARRAY, NULL, NULL, false },
 };
 
 _Static_assert(sizeof(endpoint_table) / sizeof(endpoint_table[0]) == COMET__COUNT,
@@ -405,7 +406,8 @@ static int form_build(CURL *curl, const struct config_server *server,
 /* Sets every option of one call on a freshly reset handle; the first
  * failing setopt stops and is returned. */
 static CURLcode call_prepare(struct comet_client *c, const struct config_server *server,
-                             const char *url, const struct buf *form)
+                             const struct comet_endpoint_row *row, const char *url,
+                             const struct buf *form)
 {
     CURLcode rc = CURLE_OK;
 
@@ -432,6 +434,12 @@ static CURLcode call_prepare(struct comet_client *c, const struct config_server 
     SETOPT(CURLOPT_WRITEFUNCTION, on_body);
     SETOPT(CURLOPT_WRITEDATA, &c->resp);
     SETOPT(CURLOPT_ERRORBUFFER, c->errbuf);
+    /* On a reused connection that dies before any answer, libcurl silently
+     * sends the request again. Comet may have committed the first one
+     * (each request-storage-vault adds a vault), so these go on a new
+     * connection, where libcurl never retries. */
+    if (row->fresh)
+        SETOPT(CURLOPT_FRESH_CONNECT, 1L);
 #undef SETOPT
     return rc;
 }
@@ -483,7 +491,7 @@ int comet_call(struct comet_client *c, const struct config_server *server,
         return err_set(err, ERR_INTERNAL, "%s: out of memory building the request",
                        endpoint_table[ep].path);
     }
-    rc = call_prepare(c, server, url, &form);
+    rc = call_prepare(c, server, &endpoint_table[ep], url, &form);
     if (rc != CURLE_OK) {
         buf_clear(&form);
         return err_set(err, ERR_INTERNAL, "%s: curl option: %s", endpoint_table[ep].path,
