@@ -1,13 +1,22 @@
 /* Integration tests for the six actions against a running fake Comet
- * (COMET_TEST_FAKE_URL) and Redis (COMET_TEST_REDIS_PORT); skipped when
- * either is unset. Each test resets the fake and checks its state. */
+ * (COMET_TEST_FAKE_URL) and Redis (COMET_TEST_REDIS_PORT). Under
+ * scripts/test.sh (COMET_TEST_BIN_DIR and COMET_REDIS_PORT set) the test
+ * starts its own fake-comet; with neither, every test is skipped. Each
+ * test resets the fake and checks its state. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,6 +124,77 @@ static json_object *profile_of(json_object *st, const char *user)
 
 /* ---- fixtures ---------------------------------------------------------- */
 
+extern char **environ;
+
+/* The fake this test started itself (suite mode), else 0. */
+static pid_t own_fake_pid;
+static char own_fake_url[96];
+
+/* A port the kernel just considered free. */
+static int free_port(void)
+{
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof(a);
+    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
+
+    if (fd < 0)
+        return -1;
+    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+        port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+/* Suite mode: starts bin/fake-comet on a free port and waits for it. */
+static int group_setup(void **state)
+{
+    const char *bin = getenv("COMET_TEST_BIN_DIR");
+    char path[512], portstr[16], url[96];
+    int port;
+
+    (void)state;
+    if (getenv("COMET_TEST_FAKE_URL") != NULL || bin == NULL || getenv("COMET_REDIS_PORT") == NULL)
+        return 0;
+    port = free_port();
+    if (port < 0)
+        return -1;
+    snprintf(path, sizeof(path), "%s/fake-comet", bin);
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    char *argv[] = { path, "--port", portstr, NULL };
+    if (posix_spawn(&own_fake_pid, path, NULL, NULL, argv, environ) != 0)
+        return -1;
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d", port);
+    for (int i = 0; i < 100; i++) {
+        CURL *curl = curl_easy_init();
+        CURLcode rc = CURLE_FAILED_INIT;
+        char probe_url[128];
+
+        snprintf(probe_url, sizeof(probe_url), "%s/__fake/state", url);
+        if (curl != NULL && curl_easy_setopt(curl, CURLOPT_URL, probe_url) == CURLE_OK &&
+            curl_easy_setopt(curl, CURLOPT_NOBODY, 1L) == CURLE_OK)
+            rc = curl_easy_perform(curl);
+        curl_easy_cleanup(curl);
+        if (rc == CURLE_OK) {
+            snprintf(own_fake_url, sizeof(own_fake_url), "%s", url);
+            return 0;
+        }
+        usleep(50000);
+    }
+    return -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    if (own_fake_pid > 0) {
+        kill(own_fake_pid, SIGTERM);
+        waitpid(own_fake_pid, NULL, 0);
+        own_fake_pid = 0;
+    }
+    return 0;
+}
+
 static int setup(void **state)
 {
     const char *url = getenv("COMET_TEST_FAKE_URL");
@@ -123,6 +203,10 @@ static int setup(void **state)
     struct err e;
 
     *state = NULL;
+    if (url == NULL && own_fake_url[0] != '\0') {
+        url = own_fake_url;
+        port = getenv("COMET_REDIS_PORT");
+    }
     if (url == NULL || url[0] == '\0' || port == NULL || port[0] == '\0')
         return 0; /* each test skips */
     fx = calloc(1, sizeof(*fx));
@@ -457,6 +541,79 @@ static void test_actions_suspend_unsuspend(void **state)
     assert_string_equal(res.username, "alice@example.com");
 }
 
+static void test_actions_suspend_lost_answer(void **state)
+{
+    struct fixture *fx = fixture_or_skip(state);
+    struct result res;
+    struct job job;
+    int writes;
+
+    create_alice(fx, &res);
+    job_make(fx, &job, ACTION_SUSPEND, "alice@example.com");
+    fake_post(fx, "/__fake/config", "{\"error_rate\":1,\"error_kind\":\"fail_after_commit\","
+                                     "\"error_endpoints\":[\"set-user-profile-hash\"]}");
+    /* The write lands, its answer is lost: the re-read shows a new hash,
+     * the re-applied edit finds nothing to change. */
+    run_ok(fx, &job, NULL, &res);
+    fake_post(fx, "/__fake/config", "{\"error_rate\":0}");
+    assert_true(suspended(fx, "alice@example.com", &writes));
+}
+
+#define RACE_THREADS 4
+
+struct race_arg {
+    struct fixture *fx;
+    int index;
+    int rc;
+};
+
+/* One worker thread: its own Comet client and store, one create. */
+static void *race_create(void *p)
+{
+    struct race_arg *a = p;
+    struct action_ctx ctx = a->fx->ctx;
+    struct result res;
+    struct job job;
+    struct err e;
+
+    ctx.comet = comet_client_new(2000, 5000);
+    ctx.store = store_connect(&a->fx->cfg, &e);
+    a->rc = -1;
+    if (ctx.comet != NULL && ctx.store != NULL) {
+        create_job(a->fx, &job);
+        snprintf(job.email, sizeof(job.email), "racer%d@example.com", a->index);
+        a->rc = action_run(&ctx, &job, PASSWORD, &res, &e);
+    }
+    comet_client_free(ctx.comet);
+    store_free(ctx.store);
+    return NULL;
+}
+
+static void test_actions_create_concurrent_policy_once(void **state)
+{
+    struct fixture *fx = fixture_or_skip(state);
+    struct race_arg args[RACE_THREADS];
+    pthread_t th[RACE_THREADS];
+    json_object *st;
+
+    /* Slow calls widen the window in which the creators overlap. */
+    fake_post(fx, "/__fake/config", "{\"latency_ms\":20}");
+    for (int i = 0; i < RACE_THREADS; i++) {
+        args[i] = (struct race_arg){ fx, i, -1 };
+        assert_int_equal(pthread_create(&th[i], NULL, race_create, &args[i]), 0);
+    }
+    for (int i = 0; i < RACE_THREADS; i++) {
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+        assert_int_equal(args[i].rc, 0);
+    }
+    fake_post(fx, "/__fake/config", "{\"latency_ms\":0}");
+    st = fake_state(fx);
+    assert_int_equal(json_object_object_length(at(st, "users", NULL, NULL)), RACE_THREADS);
+    assert_int_equal(calls(st, "policies/set"), 1);
+    assert_int_equal(calls(st, "request-storage-vault"), RACE_THREADS);
+    json_object_put(st);
+}
+
 static void test_actions_missing_user(void **state)
 {
     struct fixture *fx = fixture_or_skip(state);
@@ -552,11 +709,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_actions_create_add_user_fail_after_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_actions_create_transient_5xx, setup, teardown),
         cmocka_unit_test_setup_teardown(test_actions_suspend_unsuspend, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_actions_suspend_lost_answer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_actions_create_concurrent_policy_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_actions_missing_user, setup, teardown),
         cmocka_unit_test_setup_teardown(test_actions_change_package, setup, teardown),
         cmocka_unit_test_setup_teardown(test_actions_change_password, setup, teardown),
         cmocka_unit_test_setup_teardown(test_actions_terminate, setup, teardown),
     };
 
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
