@@ -244,7 +244,9 @@ struct bus *bus_connect(const char *url, int heartbeat, struct err *err)
                 amqp_error_string2(st));
         goto fail;
     }
-    amqp_rpc_reply_t r = amqp_login(b->conn, ci.vhost, 0, BUS_FRAME_MAX, heartbeat,
+    /* "amqp://host/" parses to vhost "": RabbitMQ's default vhost is "/". */
+    const char *vhost = (ci.vhost && ci.vhost[0]) ? ci.vhost : "/";
+    amqp_rpc_reply_t r = amqp_login(b->conn, vhost, 0, BUS_FRAME_MAX, heartbeat,
                                     AMQP_SASL_METHOD_PLAIN, ci.user, ci.password);
     if (reply_err(r, "login", err) != 0)
         goto fail;

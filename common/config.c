@@ -108,6 +108,8 @@ static const struct cfg_key cfg_keys[] = {
          "how long per-job state is kept in Redis"),
     KINT("retry.max_attempts", retry_max_attempts, 8, 1, 100,
          "attempts for a transiently failing job before it is dead-lettered"),
+    KSTR("retry.tiers_ms", retry_tiers_ms, "1000,5000,30000,120000,600000,1800000", NULL,
+         "retry delay queues in ms, ascending (comet.retry.<ms>ms each); backoff walks them"),
 
     KINT("comet.connect_timeout_ms", comet_connect_timeout_ms, 10000, 100, 600000,
          "TCP+TLS connect timeout towards a Comet Server"),

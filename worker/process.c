@@ -240,6 +240,8 @@ void process_delivery(struct process_ctx *ctx, const struct bus_delivery *d, str
         rc = action_run(&actx, &job, job.has_secret ? password : NULL, &r, &e);
     }
     sodium_memzero(password, sizeof(password));
+    if (rc == 0)
+        err_clear(&e); /* steps may leave a handled error behind */
 
     out->action = job.action;
     out->error = e.code;

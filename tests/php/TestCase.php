@@ -70,10 +70,11 @@ abstract class TestCase extends \PHPUnit\Framework\TestCase
         $u = parse_url(getenv('COMET_AMQP_URL'));
         self::$amqp = new AMQPStreamConnection($u['host'], $u['port'], $u['user'] ?? 'guest', $u['pass'] ?? 'guest');
         self::$ch = self::$amqp->channel();
-        self::$ch->exchange_declare('comet.jobs', 'direct', false, true, false);
+        $ex = $GLOBALS['COMET_TEST_SETTINGS']['exchange'];
+        self::$ch->exchange_declare($ex, 'direct', false, true, false);
         list(self::$queue) = self::$ch->queue_declare('', false, false, true, true);
         foreach (\WHMCS\Module\Server\CometBackup\Jobs::ACTIONS as $a) {
-            self::$ch->queue_bind(self::$queue, 'comet.jobs', $a);
+            self::$ch->queue_bind(self::$queue, $ex, $a);
         }
     }
 

@@ -156,6 +156,9 @@ file_put_contents("$tmp/callback.secret", $vec['callback']['secret'] . "\n");
 chmod("$tmp/callback.secret", 0600);
 $GLOBALS['COMET_TEST_SETTINGS'] = [
     'broker_url' => getenv('COMET_AMQP_URL'),
+    // A private exchange: on a broker shared with the C integration tests,
+    // comet.jobs has the workers' queue bound, so nothing would be unroutable.
+    'exchange' => 'comet.jobs.phptest',
     'key_id' => $vec['key']['kid'],
     'key_file' => "$tmp/job.key",
     'callback_secret_file' => "$tmp/callback.secret",

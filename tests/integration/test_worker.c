@@ -1,0 +1,381 @@
+/* End to end: job published as WHMCS does -> RabbitMQ -> comet-worker -> fake Comet,
+ * with the fake's final state checked field by field. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "harness.h"
+
+#define GIB (1024LL * 1024 * 1024)
+#define TIB (GIB * 1024)
+#define WAIT_MS 20000
+
+static struct harness H;
+static int skip_all;
+
+static int group_setup(void **state)
+{
+    (void)state;
+    int rc = h_setup(&H, 16);
+    if (rc == 1) {
+        skip_all = 1;
+        return 0;
+    }
+    if (rc != 0 || h_start_worker(&H, NULL) != 0) {
+        h_teardown(&H);
+        return -1;
+    }
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    if (!skip_all)
+        h_teardown(&H);
+    return 0;
+}
+
+#define SKIP_IF_NO_SERVICES() do { if (skip_all) skip(); } while (0)
+
+/* Runs one job to its terminal result; fails the test on timeout. */
+static const struct result *run(const char *spec)
+{
+    char id[UUID_STR_LEN];
+    assert_int_equal(h_publish(&H, spec, id), 0);
+    const struct result *r = h_wait(&H, id, WAIT_MS);
+    assert_non_null(r);
+    return r;
+}
+
+static void assert_succeeded(const struct result *r)
+{
+    if (r->status != RESULT_SUCCEEDED)
+        fail_msg("job %s: %s %s: %s", r->job_id, result_status_name(r->status),
+                 err_code_name(r->error.code), r->error.msg);
+}
+
+static json_object *only_destination(json_object *profile)
+{
+    json_object *dests = h_get(profile, "Destinations");
+    assert_non_null(dests);
+    assert_int_equal(json_object_object_length(dests), 1);
+    json_object_object_foreach(dests, k, v) {
+        (void)k;
+        return v;
+    }
+    return NULL;
+}
+
+static void test_worker_create_configures_account(void **state)
+{
+    (void)state;
+    SKIP_IF_NO_SERVICES();
+    const struct result *r = run(
+        "{\"action\":\"create\",\"service_id\":101,"
+        "\"account\":{\"username\":\"\",\"custom_username\":false},"
+        "\"client\":{\"email\":\"alice@example.com\",\"firstname\":\"Alice\"},"
+        "\"product\":{\"policy_group\":\"WHMCS_it_policy_a\",\"storage_provider\":\"1003-default\","
+        "\"require_password_change\":true},"
+        "\"quotas\":{\"number_of_devices\":5,\"protected_item_quota_gb\":100,\"protected_item_quota_tb\":null,"
+        "\"storage_vault_quota_gb\":600,\"storage_vault_quota_tb\":null},"
+        "\"password\":\"s3cret-Passw0rd\"}");
+    assert_succeeded(r);
+    assert_string_equal(r->username, "alice@example.com");
+    assert_string_equal(r->policy_id, "WHMCS_it_policy_a");
+    assert_true(strlen(r->storage_vault_id) > 0);
+
+    json_object *st = h_fake(&H, "/__fake/state", NULL);
+    json_object *p = h_user(st, "alice@example.com");
+    assert_non_null(p);
+    json_object *d = only_destination(p);
+    assert_true(json_object_get_boolean(h_get(d, "StorageLimitEnabled")));
+    assert_int_equal(json_object_get_int64(h_get(d, "StorageLimitBytes")), 600 * GIB);
+    assert_true(json_object_get_boolean(h_get(p, "AllProtectedItemsQuotaEnabled")));
+    assert_int_equal(json_object_get_int64(h_get(p, "AllProtectedItemsQuotaBytes")), 100 * GIB);
+    assert_int_equal(json_object_get_int64(h_get(p, "MaximumDevices")), 5);
+    assert_string_equal(json_object_get_string(h_get(p, "PolicyID")), "WHMCS_it_policy_a");
+    assert_true(json_object_get_boolean(h_get(p, "RequirePasswordChange")));
+    json_object *u = h_get(h_get(st, "users"), "alice@example.com");
+    assert_string_equal(json_object_get_string(h_get(u, "password")), "s3cret-Passw0rd");
+    assert_true(json_object_get_boolean(h_get(u, "has_recovery_code")));
+    assert_non_null(h_get(h_get(st, "policies"), "WHMCS_it_policy_a"));
+    json_object_put(st);
+}
+
+static void test_worker_suspend_then_unsuspend(void **state)
+{
+    (void)state;
+    SKIP_IF_NO_SERVICES();
+    assert_succeeded(run("{\"action\":\"create\",\"service_id\":102,"
+                         "\"account\":{\"username\":\"bobby-102\",\"custom_username\":true},"
+                         "\"client\":{\"email\":\"bob@example.com\"},"
+                         "\"product\":{\"policy_group\":\"\",\"storage_provider\":\"\",\"require_password_change\":false},"
+                         "\"password\":\"bob-password-1\"}"));
+    const char *common = "\"service_id\":102,\"account\":{\"username\":\"bobby-102\",\"custom_username\":true}}";
+    char spec[512];
+    snprintf(spec, sizeof(spec), "{\"action\":\"suspend\",%s", common);
+    assert_succeeded(run(spec));
+    json_object *st = h_fake(&H, "/__fake/state", NULL);
+    assert_true(json_object_get_boolean(h_get(h_user(st, "bobby-102"), "IsSuspended")));
+    json_object_put(st);
+
+    /* Suspending again converges: success, still suspended. */
+    assert_succeeded(run(spec));
+    snprintf(spec, sizeof(spec), "{\"action\":\"unsuspend\",%s", common);
+    assert_succeeded(run(spec));
+    st = h_fake(&H, "/__fake/state", NULL);
+    assert_false(json_object_get_boolean(h_get(h_user(st, "bobby-102"), "IsSuspended")));
+    json_object_put(st);
+}
+
+static void test_worker_change_package_applies_tb_and_clears_absent(void **state)
+{
+    (void)state;
+    SKIP_IF_NO_SERVICES();
+    assert_succeeded(run("{\"action\":\"create\",\"service_id\":103,"
+                         "\"account\":{\"username\":\"carol-103\",\"custom_username\":true},"
+                         "\"product\":{\"policy_group\":\"\",\"storage_provider\":\"1003-eu\",\"require_password_change\":false},"
+                         "\"quotas\":{\"number_of_devices\":3,\"protected_item_quota_gb\":50,"
+                         "\"storage_vault_quota_gb\":100},\"password\":\"carol-password\"}"));
+    assert_succeeded(run("{\"action\":\"change_package\",\"service_id\":103,"
+                         "\"account\":{\"username\":\"carol-103\",\"custom_username\":true},"
+                         "\"product\":{\"policy_group\":\"WHMCS_it_policy_a\",\"storage_provider\":\"1003-eu\",\"require_password_change\":false},"
+                         "\"quotas\":{\"number_of_devices\":null,\"protected_item_quota_gb\":null,"
+                         "\"storage_vault_quota_gb\":null,\"storage_vault_quota_tb\":2}}"));
+    json_object *st = h_fake(&H, "/__fake/state", NULL);
+    json_object *p = h_user(st, "carol-103");
+    assert_non_null(p);
+    json_object *d = only_destination(p); /* change_package never adds a vault */
+    assert_int_equal(json_object_get_int64(h_get(d, "StorageLimitBytes")), 2 * TIB);
+    assert_false(json_object_get_boolean(h_get(p, "AllProtectedItemsQuotaEnabled")));
+    assert_int_equal(json_object_get_int64(h_get(p, "AllProtectedItemsQuotaBytes")), 0);
+    assert_int_equal(json_object_get_int64(h_get(p, "MaximumDevices")), 0);
+    assert_string_equal(json_object_get_string(h_get(p, "PolicyID")), "WHMCS_it_policy_a");
+    json_object_put(st);
+}
+
+static void test_worker_change_password_and_short_password(void **state)
+{
+    (void)state;
+    SKIP_IF_NO_SERVICES();
+    assert_succeeded(run("{\"action\":\"create\",\"service_id\":104,"
+                         "\"account\":{\"username\":\"dave-104\",\"custom_username\":true},"
+                         "\"product\":{\"policy_group\":\"\",\"storage_provider\":\"\",\"require_password_change\":false},"
+                         "\"password\":\"first-password\"}"));
+    assert_succeeded(run("{\"action\":\"change_password\",\"service_id\":104,"
+                         "\"account\":{\"username\":\"dave-104\",\"custom_username\":true},"
+                         "\"password\":\"second-password\"}"));
+    json_object *st = h_fake(&H, "/__fake/state", NULL);
+    assert_string_equal(json_object_get_string(h_get(h_get(h_get(st, "users"), "dave-104"), "password")),
+                        "second-password");
+    json_object_put(st);
+    const struct result *r = run("{\"action\":\"change_password\",\"service_id\":104,"
+                                 "\"account\":{\"username\":\"dave-104\",\"custom_username\":true},"
+                                 "\"password\":\"short\"}");
+    assert_int_equal(r->status, RESULT_FAILED);
+    assert_int_equal(r->error.code, ERR_PASSWORD_TOO_SHORT);
+    assert_int_equal(err_class_of(r->error.code), ERRC_PERMANENT);
+}
+
+static void test_worker_terminate_removes_user_and_is_idempotent(void **state)
+{
+    (void)state;
+    SKIP_IF_NO_SERVICES();
+    assert_succeeded(run("{\"action\":\"create\",\"service_id\":105,"
+                         "\"account\":{\"username\":\"erin-105\",\"custom_username\":true},"
+                         "\"product\":{\"policy_group\":\"\",\"storage_provider\":\"\",\"require_password_change\":false},"
+                         "\"password\":\"erin-password\"}"));
+    const char *spec = "{\"action\":\"terminate\",\"service_id\":105,"
+                       "\"account\":{\"username\":\"erin-105\",\"custom_username\":true}}";
+    assert_succeeded(run(spec));
+    json_object *st = h_fake(&H, "/__fake/state", NULL);
+    assert_null(h_user(st, "erin-105"));
+    json_object_put(st);
+    assert_succeeded(run(spec)); /* already gone: still a success */
+}
+
+static void test_worker_username_collision_gets_suffix(void **state)
+{
+    (void)state;
+    SKIP_IF_NO_SERVICES();
+    const char *fmt = "{\"action\":\"create\",\"service_id\":%d,"
+                      "\"account\":{\"username\":\"\",\"custom_username\":false},"
+                      "\"client\":{\"email\":\"frank@example.com\"},"
+                      "\"product\":{\"policy_group\":\"\",\"storage_provider\":\"\",\"require_password_change\":false},"
+                      "\"password\":\"frank-password\"}";
+    char spec[512];
+    snprintf(spec, sizeof(spec), fmt, 106);
+    const struct result *a = run(spec);
+    assert_succeeded(a);
+    assert_string_equal(a->username, "frank@example.com");
+    snprintf(spec, sizeof(spec), fmt, 107);
+    const struct result *b = run(spec);
+    assert_succeeded(b);
+    assert_true(strncmp(b->username, "frank@example.com_", 18) == 0);
+    assert_int_equal(strlen(b->username), strlen("frank@example.com_") + 4);
+}
+
+/* A burst of first orders for a new product creates its policy once. */
+static void test_worker_policy_created_once_under_burst(void **state)
+{
+    (void)state;
+    SKIP_IF_NO_SERVICES();
+    enum { N = 50 };
+    json_object *st = h_fake(&H, "/__fake/state", NULL);
+    long long sets_before = h_calls(st, "policies/set");
+    long long users_before = json_object_get_int64(h_get(st, "user_count"));
+    json_object_put(st);
+    char ids[N][UUID_STR_LEN];
+    for (int i = 0; i < N; i++) {
+        char spec[768];
+        snprintf(spec, sizeof(spec),
+                 "{\"action\":\"create\",\"service_id\":%d,"
+                 "\"account\":{\"username\":\"burst-user-%d\",\"custom_username\":true},"
+                 "\"product\":{\"policy_group\":\"WHMCS_it_burst_policy\",\"storage_provider\":\"1003-default\","
+                 "\"require_password_change\":false},"
+                 "\"quotas\":{\"storage_vault_quota_gb\":10},\"password\":\"burst-password\"}",
+                 2000 + i, i);
+        assert_int_equal(h_publish(&H, spec, ids[i]), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        const struct result *r = h_wait(&H, ids[i], WAIT_MS);
+        assert_non_null(r);
+        assert_succeeded(r);
+        assert_string_equal(r->policy_id, "WHMCS_it_burst_policy");
+    }
+    st = h_fake(&H, "/__fake/state", NULL);
+    assert_int_equal(h_calls(st, "policies/set") - sets_before, 1);
+    assert_int_equal(json_object_get_int64(h_get(st, "user_count")) - users_before, N);
+    for (int i = 0; i < N; i++) {
+        char name[64];
+        snprintf(name, sizeof(name), "burst-user-%d", i);
+        json_object *p = h_user(st, name);
+        assert_non_null(p);
+        json_object *d = only_destination(p);
+        assert_int_equal(json_object_get_int64(h_get(d, "StorageLimitBytes")), 10 * GIB);
+    }
+    json_object_put(st);
+}
+
+/* Every kind of bad input fails once, is not retried, and does not block the queue. */
+static void test_worker_bad_inputs_fail_cleanly(void **state)
+{
+    (void)state;
+    SKIP_IF_NO_SERVICES();
+    struct err e;
+    long dlq_before = bus_queue_depth(H.pub, BUS_Q_DEAD, &e);
+    const struct key *k = keyring_active(&H.cfg.keys);
+    struct {
+        const char *body;
+        const char *type;
+        bool sign;
+        const char *kid;
+        enum err_code want;
+    } cases[] = {
+        { "{not json", "create", true, NULL, ERR_BAD_JSON },
+        { "{\"v\":2,\"job_id\":\"7d3c5d1e-4b5a-4c1e-9f0a-000000000002\",\"action\":\"create\"}", "create", true, NULL, ERR_BAD_VERSION },
+        { "{\"v\":1,\"job_id\":\"7d3c5d1e-4b5a-4c1e-9f0a-000000000003\",\"action\":\"explode\",\"service_id\":1}", "explode", true, NULL, ERR_BAD_ACTION },
+        { "{\"v\":1,\"job_id\":\"7d3c5d1e-4b5a-4c1e-9f0a-000000000004\",\"action\":\"suspend\",\"service_id\":\"x\"}", "suspend", true, NULL, ERR_BAD_FIELD },
+        { "{\"v\":1,\"job_id\":\"7d3c5d1e-4b5a-4c1e-9f0a-000000000005\",\"action\":\"suspend\",\"service_id\":5}", "suspend", false, NULL, ERR_BAD_SIGNATURE },
+        { "{\"v\":1,\"job_id\":\"7d3c5d1e-4b5a-4c1e-9f0a-000000000006\",\"action\":\"suspend\",\"service_id\":5}", "suspend", true, "nokey", ERR_UNKNOWN_KEY },
+    };
+    size_t n = sizeof(cases) / sizeof(cases[0]);
+    const char *ids[] = { "7d3c5d1e-4b5a-4c1e-9f0a-000000000001", "7d3c5d1e-4b5a-4c1e-9f0a-000000000002",
+                          "7d3c5d1e-4b5a-4c1e-9f0a-000000000003", "7d3c5d1e-4b5a-4c1e-9f0a-000000000004",
+                          "7d3c5d1e-4b5a-4c1e-9f0a-000000000005", "7d3c5d1e-4b5a-4c1e-9f0a-000000000006" };
+    for (size_t i = 0; i < n; i++) {
+        char *sig = sign_body_b64(k, cases[i].body, strlen(cases[i].body));
+        const char *use_sig = cases[i].sign ? sig : "AAAA";
+        assert_int_equal(h_publish_raw(&H, cases[i].body, cases[i].kid ? cases[i].kid : k->id, use_sig,
+                                       cases[i].type, ids[i]), 0);
+        free(sig);
+    }
+    /* Unknown server: a well-formed, signed job naming a server we do not serve. */
+    char unknown_id[UUID_STR_LEN];
+    assert_int_equal(h_publish(&H, "{\"action\":\"suspend\",\"service_id\":9,"
+                                   "\"server\":{\"url\":\"https://not-ours.example.com:8060\"},"
+                                   "\"account\":{\"username\":\"x\",\"custom_username\":false}}",
+                               unknown_id), 0);
+    /* Oversized: over worker.max_body (64 KiB by default). */
+    size_t big = 70000;
+    char *body = malloc(big + 64);
+    assert_non_null(body);
+    memset(body, ' ', big + 64);
+    memcpy(body, "{\"v\":1}", 7);
+    body[big] = '\0';
+    char *sig = sign_body_b64(k, body, strlen(body));
+    assert_int_equal(h_publish_raw(&H, body, k->id, sig, "create", "7d3c5d1e-4b5a-4c1e-9f0a-000000000007"), 0);
+    free(sig);
+    free(body);
+
+    for (size_t i = 0; i < n; i++) {
+        const struct result *r = h_wait(&H, ids[i], WAIT_MS);
+        assert_non_null(r);
+        assert_int_equal(r->status, RESULT_FAILED);
+        if (r->error.code != cases[i].want)
+            fail_msg("case %zu: got %s, want %s", i, err_code_name(r->error.code),
+                     err_code_name(cases[i].want));
+        assert_int_equal(h_count(&H, ids[i], RESULT_RETRYING), 0);
+    }
+    const struct result *r = h_wait(&H, unknown_id, WAIT_MS);
+    assert_non_null(r);
+    assert_int_equal(r->error.code, ERR_UNKNOWN_SERVER);
+    r = h_wait(&H, "7d3c5d1e-4b5a-4c1e-9f0a-000000000007", WAIT_MS);
+    assert_non_null(r);
+    assert_int_equal(r->error.code, ERR_TOO_LARGE);
+    /* The queue still flows. */
+    assert_succeeded(run("{\"action\":\"create\",\"service_id\":108,"
+                         "\"account\":{\"username\":\"after-poison\",\"custom_username\":true},"
+                         "\"product\":{\"policy_group\":\"\",\"storage_provider\":\"\",\"require_password_change\":false},"
+                         "\"password\":\"after-poison-pw\"}"));
+    long dlq_after = bus_queue_depth(H.pub, BUS_Q_DEAD, &e);
+    assert_int_equal(dlq_after - dlq_before, (long)n + 2);
+}
+
+/* Comet failing for a while: the job is retried with backoff and then succeeds. */
+static void test_worker_transient_failure_is_retried(void **state)
+{
+    (void)state;
+    SKIP_IF_NO_SERVICES();
+    assert_succeeded(run("{\"action\":\"create\",\"service_id\":109,"
+                         "\"account\":{\"username\":\"gina-109\",\"custom_username\":true},"
+                         "\"product\":{\"policy_group\":\"\",\"storage_provider\":\"\",\"require_password_change\":false},"
+                         "\"password\":\"gina-password\"}"));
+    json_object *c = h_fake(&H, "/__fake/config", "{\"error_rate\":1.0,\"error_kind\":\"http500\"}");
+    assert_non_null(c);
+    json_object_put(c);
+    char id[UUID_STR_LEN];
+    assert_int_equal(h_publish(&H, "{\"action\":\"suspend\",\"service_id\":109,"
+                                   "\"account\":{\"username\":\"gina-109\",\"custom_username\":true}}", id), 0);
+    long long end = h_now_ms() + WAIT_MS;
+    while (h_count(&H, id, RESULT_RETRYING) == 0 && h_now_ms() < end)
+        h_pump(&H, 100);
+    assert_true(h_count(&H, id, RESULT_RETRYING) >= 1);
+    c = h_fake(&H, "/__fake/config", "{\"error_rate\":0}");
+    json_object_put(c);
+    const struct result *r = h_wait(&H, id, WAIT_MS);
+    assert_non_null(r);
+    assert_succeeded(r);
+    assert_true(r->attempt >= 2);
+    json_object *st = h_fake(&H, "/__fake/state", NULL);
+    assert_true(json_object_get_boolean(h_get(h_user(st, "gina-109"), "IsSuspended")));
+    json_object_put(st);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_worker_create_configures_account),
+        cmocka_unit_test(test_worker_suspend_then_unsuspend),
+        cmocka_unit_test(test_worker_change_package_applies_tb_and_clears_absent),
+        cmocka_unit_test(test_worker_change_password_and_short_password),
+        cmocka_unit_test(test_worker_terminate_removes_user_and_is_idempotent),
+        cmocka_unit_test(test_worker_username_collision_gets_suffix),
+        cmocka_unit_test(test_worker_policy_created_once_under_burst),
+        cmocka_unit_test(test_worker_bad_inputs_fail_cleanly),
+        cmocka_unit_test(test_worker_transient_failure_is_retried),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
