@@ -322,3 +322,88 @@ int store_job_set(struct store *s, const char *job_id, const char *field, const 
     freeReplyObject(r);
     return 0;
 }
+
+/* ---- per-service order ----------------------------------------------------- */
+
+/* Raises svc:<server>:<id> to seq unless it already holds a higher one, so
+ * a late replay can never move a service's high-water mark backwards. */
+static const char raise_script[] =
+    "local cur = tonumber(redis.call('GET', KEYS[1]) or '-1') "
+    "if tonumber(ARGV[1]) > cur then redis.call('SET', KEYS[1], ARGV[1]) end "
+    "redis.call('EXPIRE', KEYS[1], ARGV[2]) return 1";
+
+int store_service_seq_get(struct store *s, const char *server, long long service_id,
+                          long long *seq, struct err *err)
+{
+    char key[STORE_KEY_MAX], sid[32];
+    snprintf(sid, sizeof(sid), "%lld", service_id);
+    *seq = -1;
+    if (make_key(s, key, "svc", server, sid, err) != 0)
+        return -1;
+    redisReply *r = store_command(s, err, "GET %s", key);
+    if (r == NULL)
+        return -1;
+    if (r->type == REDIS_REPLY_STRING) {
+        char *end = NULL;
+        long long v = strtoll(r->str, &end, 10);
+        if (end && *end == '\0')
+            *seq = v;
+    }
+    freeReplyObject(r);
+    return 0;
+}
+
+int store_service_seq_raise(struct store *s, const char *server, long long service_id,
+                            long long seq, int retention_seconds, struct err *err)
+{
+    char key[STORE_KEY_MAX], sid[32];
+    snprintf(sid, sizeof(sid), "%lld", service_id);
+    if (make_key(s, key, "svc", server, sid, err) != 0)
+        return -1;
+    redisReply *r = store_command(s, err, "EVAL %s 1 %s %lld %d", raise_script, key, seq,
+                                  retention_seconds > 0 ? retention_seconds : 604800);
+    if (r == NULL)
+        return -1;
+    freeReplyObject(r);
+    return 0;
+}
+
+/* Service lock, valued with the holder's job id: a job redelivered after its
+ * worker died takes its own lock back at once instead of waiting for the
+ * TTL, while any other job of the service keeps waiting. */
+static const char svc_lock_script[] =
+    "local v = redis.call('GET', KEYS[1]) "
+    "if (not v) or v == ARGV[1] then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end "
+    "return 0";
+static const char svc_unlock_script[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+
+int store_service_lock(struct store *s, const char *server, long long service_id,
+                       const char *job_id, int ttl_ms, bool *acquired, struct err *err)
+{
+    char key[STORE_KEY_MAX], sid[48];
+    snprintf(sid, sizeof(sid), "%lld:lock", service_id);
+    *acquired = false;
+    if (make_key(s, key, "svc", server, sid, err) != 0)
+        return -1;
+    redisReply *r = store_command(s, err, "EVAL %s 1 %s %s %d", svc_lock_script, key, job_id, ttl_ms);
+    if (r == NULL)
+        return -1;
+    *acquired = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+    freeReplyObject(r);
+    return 0;
+}
+
+int store_service_unlock(struct store *s, const char *server, long long service_id,
+                         const char *job_id, struct err *err)
+{
+    char key[STORE_KEY_MAX], sid[48];
+    snprintf(sid, sizeof(sid), "%lld:lock", service_id);
+    if (make_key(s, key, "svc", server, sid, err) != 0)
+        return -1;
+    redisReply *r = store_command(s, err, "EVAL %s 1 %s %s", svc_unlock_script, key, job_id);
+    if (r == NULL)
+        return -1;
+    freeReplyObject(r);
+    return 0;
+}

@@ -44,4 +44,18 @@ int store_job_get(struct store *s, const char *job_id, const char *field, char *
 int store_job_set(struct store *s, const char *job_id, const char *field, const char *value,
                   int retention_seconds, struct err *err);
 
+/* Per-service high-water mark: the highest seq that succeeded for a
+ * service (svc:<server>:<service_id>); -1 when none is recorded. Used to
+ * skip replays superseded by a later job. */
+int store_service_seq_get(struct store *s, const char *server, long long service_id,
+                          long long *seq, struct err *err);
+int store_service_seq_raise(struct store *s, const char *server, long long service_id,
+                            long long seq, int retention_seconds, struct err *err);
+/* Mutual exclusion per service (two jobs of one service never run at
+ * once). The lock holds the job id; the same job may take it again. */
+int store_service_lock(struct store *s, const char *server, long long service_id,
+                       const char *job_id, int ttl_ms, bool *acquired, struct err *err);
+int store_service_unlock(struct store *s, const char *server, long long service_id,
+                         const char *job_id, struct err *err);
+
 #endif

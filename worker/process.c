@@ -7,6 +7,7 @@
 #include <sodium.h>
 
 #include "actions.h"
+#include "gate.h"
 #include "crypto.h"
 #include "log.h"
 
@@ -201,6 +202,55 @@ static void log_outcome(const struct job *job, const struct result *r, const str
         log_msgf(lvl, &f, "job %s", result_status_name(r->status));
 }
 
+/* A copy that comes back after the shortest tier: waiting for a
+ * predecessor or a busy service costs no attempt. */
+static int add_wait_copy(struct outcome *out, const struct bus_delivery *d, int delay_ms)
+{
+    static const char *const skip[] = { BUS_H_WAITS, NULL };
+    struct bus_msg *m = &out->msgs[out->nmsgs];
+    char queue[64];
+    bus_retry_queue_name(delay_ms, queue);
+    bus_msg_init(m, "", queue);
+    if (bus_msg_set_body(m, d->body, d->len))
+        return -1;
+    out->nmsgs++;
+    snprintf(m->message_id, sizeof(m->message_id), "%s", d->message_id);
+    snprintf(m->type, sizeof(m->type), "%s", d->type);
+    if (bus_msg_copy_headers(m, d, skip) ||
+        bus_msg_add_int(m, BUS_H_WAITS, bus_delivery_int(d, BUS_H_WAITS, 0) + 1))
+        return -1;
+    return 0;
+}
+
+/* The stored result event of a job that already succeeded, sent again. */
+static int add_stored_result(struct outcome *out, const struct job *job, const char *json)
+{
+    struct bus_msg *m = &out->msgs[out->nmsgs];
+    char rk[128];
+    snprintf(rk, sizeof(rk), "%s.succeeded", job_action_name(job->action));
+    bus_msg_init(m, BUS_EX_RESULTS, rk);
+    if (bus_msg_set_body(m, json, strlen(json)))
+        return -1;
+    out->nmsgs++;
+    snprintf(m->message_id, sizeof(m->message_id), "%s", job->job_id);
+    snprintf(m->type, sizeof(m->type), "result");
+    return 0;
+}
+
+/* Remembers a terminal status for ordering and duplicates. A Redis failure
+ * here is logged, not fatal: the outcome is still published, and the
+ * actions' read-backs keep a repeat harmless. */
+static void record(struct process_ctx *ctx, const struct job *job, struct result *r)
+{
+    if (!ctx->store || !job->job_id[0] || r->status == RESULT_RETRYING)
+        return;
+    struct err e;
+    char *json = r->status == RESULT_SUCCEEDED ? result_encode(r) : NULL;
+    if (gate_record(ctx->store, ctx->cfg, job, r->status, json, &e) != 0)
+        log_warn("job %s: could not record its state: %s", job->job_id, e.msg);
+    free(json);
+}
+
 void process_delivery(struct process_ctx *ctx, const struct bus_delivery *d, struct outcome *out)
 {
     const struct config *cfg = ctx->cfg;
@@ -209,16 +259,22 @@ void process_delivery(struct process_ctx *ctx, const struct bus_delivery *d, str
     struct job job;
     struct err e;
     struct result r;
+    struct gate g;
     char password[PASSWORD_MAX];
+    int tiers[MAX_TIERS];
+    int ntiers = process_retry_tiers(cfg, tiers, MAX_TIERS);
 
     memset(out, 0, sizeof(*out));
+    memset(&g, 0, sizeof(g));
     out->tag = d->tag;
     out->disposition = OUTCOME_ACK;
     job_init(&job);
     job.action = ACTION__COUNT;
     err_clear(&e);
+    password[0] = '\0';
 
     int rc = verify_and_decode(cfg, d, &job, &e);
+    bool trusted = rc == 0; /* signature verified and body decoded */
     if (job.action == ACTION__COUNT && job_action_parse(d->type, &job.action) != 0)
         job.action = ACTION__COUNT; /* unknown: the result says "unknown" */
     const struct config_server *server = NULL;
@@ -229,12 +285,42 @@ void process_delivery(struct process_ctx *ctx, const struct bus_delivery *d, str
                          job.server_url);
     }
     if (rc == 0)
-        rc = open_secret(cfg, &job, password, sizeof(password), &e);
-    if (rc == 0)
         rc = ensure_store(ctx, &e);
+    if (rc == 0)
+        rc = gate_enter(ctx->store, cfg, &job, bus_delivery_int(d, BUS_H_FORCE, 0) != 0,
+                        bus_delivery_int(d, BUS_H_WAITS, 0), &g, &e);
+    if (rc == 0 && g.verdict == GATE_WAIT) {
+        struct log_fields f = LOG_FIELDS_INIT;
+        f.job_id = job.job_id;
+        f.service_id = job.service_id;
+        f.action = job_action_name(job.action);
+        log_msgf(LOGL_DEBUG, &f, "job waits: %s", g.reason);
+        out->action = job.action;
+        out->status = RESULT_RETRYING;
+        if (ntiers <= 0 || add_wait_copy(out, d, tiers[0]) != 0) {
+            outcome_clear(out);
+            out->disposition = OUTCOME_REQUEUE;
+        }
+        return;
+    }
+    if (rc == 0 && g.verdict == GATE_DUPLICATE) {
+        struct log_fields f = LOG_FIELDS_INIT;
+        f.job_id = job.job_id;
+        f.service_id = job.service_id;
+        log_msgf(LOGL_INFO, &f, "job already succeeded: sending its result again");
+        out->action = job.action;
+        out->status = RESULT_SUCCEEDED;
+        if (add_stored_result(out, &job, g.stored_result) != 0) {
+            outcome_clear(out);
+            out->disposition = OUTCOME_REQUEUE;
+        }
+        return;
+    }
+    if (rc == 0 && g.verdict == GATE_RUN)
+        rc = open_secret(cfg, &job, password, sizeof(password), &e);
 
     result_start(&r, &job, d, attempt, cfg, started);
-    if (rc == 0) {
+    if (rc == 0 && g.verdict == GATE_RUN) {
         struct action_ctx actx = { .cfg = cfg, .server = server, .comet = ctx->comet,
                                    .store = ctx->store };
         rc = action_run(&actx, &job, job.has_secret ? password : NULL, &r, &e);
@@ -247,11 +333,14 @@ void process_delivery(struct process_ctx *ctx, const struct bus_delivery *d, str
     out->error = e.code;
     out->store_down = (e.code == ERR_STORE_UNAVAILABLE);
     enum err_class cls = rc == 0 ? ERRC_NONE : err_class_of(e.code);
-    int tiers[MAX_TIERS];
-    int ntiers = process_retry_tiers(cfg, tiers, MAX_TIERS);
     int built = 0;
 
-    if (rc == 0) {
+    if (rc == 0 && g.verdict == GATE_SUPERSEDED) {
+        r.status = RESULT_SKIPPED;
+        snprintf(r.reason, sizeof(r.reason), "superseded");
+        log_info("job %s skipped: %s", job.job_id, g.reason);
+        built = add_result_msg(out, &r);
+    } else if (rc == 0) {
         r.status = RESULT_SUCCEEDED;
         built = add_result_msg(out, &r);
     } else if (cls == ERRC_TRANSIENT && attempt < cfg->retry_max_attempts && ntiers > 0) {
@@ -278,6 +367,10 @@ void process_delivery(struct process_ctx *ctx, const struct bus_delivery *d, str
         if (built == 0)
             built = add_result_msg(out, &r);
     }
+    if (trusted && !out->store_down)
+        record(ctx, &job, &r);
+    if (ctx->store)
+        gate_leave(ctx->store, &job, &g);
     if (built != 0) {
         /* Could not build what must be published (out of memory): leave the
          * job to the broker, which redelivers it. */

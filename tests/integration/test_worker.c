@@ -364,6 +364,91 @@ static void test_worker_transient_failure_is_retried(void **state)
     json_object_put(st);
 }
 
+/* A chain of jobs for one service, published at once: they run in order. */
+static void test_worker_chain_runs_in_order(void **state)
+{
+    (void)state;
+    SKIP_IF_NO_SERVICES();
+    static const char *const actions[] = { "create", "suspend", "change_package", "unsuspend", "terminate" };
+    enum { N = 5 };
+    char ids[N][UUID_STR_LEN];
+    for (int i = 0; i < N; i++)
+        uuid4(ids[i]);
+    for (int i = 0; i < N; i++) {
+        char spec[1024], after[64];
+        snprintf(after, sizeof(after), i ? "\"%s\"" : "null", i ? ids[i - 1] : "");
+        snprintf(spec, sizeof(spec),
+                 "{\"action\":\"%s\",\"job_id\":\"%s\",\"service_id\":110,\"seq\":%d,\"after\":%s,"
+                 "\"account\":{\"username\":\"chain-110\",\"custom_username\":true},"
+                 "\"product\":{\"policy_group\":\"\",\"storage_provider\":\"1003-default\",\"require_password_change\":false},"
+                 "\"quotas\":{\"storage_vault_quota_gb\":%d}%s}",
+                 actions[i], ids[i], i + 1, after, 10 * (i + 1),
+                 i == 0 ? ",\"password\":\"chain-password\"" : "");
+        assert_int_equal(h_publish(&H, spec, NULL), 0);
+    }
+    const struct result *prev = NULL;
+    for (int i = 0; i < N; i++) {
+        const struct result *r = h_wait(&H, ids[i], WAIT_MS);
+        assert_non_null(r);
+        assert_succeeded(r);
+        if (prev)
+            assert_true(r->started_at_ms >= prev->finished_at_ms);
+        prev = r;
+    }
+    json_object *st = h_fake(&H, "/__fake/state", NULL);
+    assert_null(h_user(st, "chain-110"));
+    json_object_put(st);
+}
+
+/* The same job delivered twice: one account, one vault, the same result. */
+static void test_worker_duplicate_job_has_one_effect(void **state)
+{
+    (void)state;
+    SKIP_IF_NO_SERVICES();
+    char id[UUID_STR_LEN], spec[768];
+    uuid4(id);
+    snprintf(spec, sizeof(spec),
+             "{\"action\":\"create\",\"job_id\":\"%s\",\"service_id\":111,\"seq\":1,"
+             "\"account\":{\"username\":\"dup-111\",\"custom_username\":true},"
+             "\"product\":{\"policy_group\":\"\",\"storage_provider\":\"1003-default\",\"require_password_change\":false},"
+             "\"password\":\"dup-password\"}", id);
+    assert_int_equal(h_publish(&H, spec, NULL), 0);
+    const struct result *a = h_wait(&H, id, WAIT_MS);
+    assert_non_null(a);
+    assert_succeeded(a);
+    char vault[128];
+    snprintf(vault, sizeof(vault), "%s", a->storage_vault_id);
+    assert_int_equal(h_publish(&H, spec, NULL), 0);
+    long long end = h_now_ms() + WAIT_MS;
+    while (h_count(&H, id, RESULT_SUCCEEDED) < 2 && h_now_ms() < end)
+        h_pump(&H, 100);
+    assert_int_equal(h_count(&H, id, RESULT_SUCCEEDED), 2);
+    assert_string_equal(h_find(&H, id, true)->storage_vault_id, vault);
+    json_object *st = h_fake(&H, "/__fake/state", NULL);
+    only_destination(h_user(st, "dup-111"));
+    json_object_put(st);
+}
+
+/* A replay of an old job after a later one of its service succeeded is skipped. */
+static void test_worker_superseded_replay_is_skipped(void **state)
+{
+    (void)state;
+    SKIP_IF_NO_SERVICES();
+    assert_succeeded(run("{\"action\":\"create\",\"service_id\":112,\"seq\":1,"
+                         "\"account\":{\"username\":\"stale-112\",\"custom_username\":true},"
+                         "\"product\":{\"policy_group\":\"\",\"storage_provider\":\"\",\"require_password_change\":false},"
+                         "\"password\":\"stale-password\"}"));
+    assert_succeeded(run("{\"action\":\"suspend\",\"service_id\":112,\"seq\":3,"
+                         "\"account\":{\"username\":\"stale-112\",\"custom_username\":true}}"));
+    const struct result *r = run("{\"action\":\"unsuspend\",\"service_id\":112,\"seq\":2,"
+                                 "\"account\":{\"username\":\"stale-112\",\"custom_username\":true}}");
+    assert_int_equal(r->status, RESULT_SKIPPED);
+    assert_string_equal(r->reason, "superseded");
+    json_object *st = h_fake(&H, "/__fake/state", NULL);
+    assert_true(json_object_get_boolean(h_get(h_user(st, "stale-112"), "IsSuspended")));
+    json_object_put(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -376,6 +461,9 @@ int main(void)
         cmocka_unit_test(test_worker_policy_created_once_under_burst),
         cmocka_unit_test(test_worker_bad_inputs_fail_cleanly),
         cmocka_unit_test(test_worker_transient_failure_is_retried),
+        cmocka_unit_test(test_worker_chain_runs_in_order),
+        cmocka_unit_test(test_worker_duplicate_job_has_one_effect),
+        cmocka_unit_test(test_worker_superseded_replay_is_skipped),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -1,0 +1,119 @@
+/* Effectively-once, ordering and mutual exclusion for jobs, kept in Redis. */
+#include "gate.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "log.h"
+
+/* A job waits for its predecessor at most this long in total (waits are
+ * taken on the shortest retry tier); then it runs and says so. A
+ * predecessor that vanished (expired state, broker-side dead-lettering)
+ * must not block a service forever. */
+#define MAX_WAIT_MS (3600LL * 1000)
+#define MIN_LOCK_TTL_MS 30000
+
+static bool terminal(const char *state)
+{
+    return strcmp(state, "succeeded") == 0 || strcmp(state, "failed") == 0 ||
+           strcmp(state, "skipped") == 0;
+}
+
+static int first_tier_ms(const struct config *cfg)
+{
+    int v = 1000;
+    if (cfg->retry_tiers_ms[0] && sscanf(cfg->retry_tiers_ms, "%d", &v) != 1)
+        v = 1000;
+    return v > 0 ? v : 1000;
+}
+
+int gate_enter(struct store *s, const struct config *cfg, const struct job *job, bool forced,
+               long long waits, struct gate *g, struct err *err)
+{
+    char state[32];
+    memset(g, 0, sizeof(*g));
+    if (store_job_get(s, job->job_id, "state", state, sizeof(state), err) != 0)
+        return -1;
+    if (strcmp(state, "succeeded") == 0) {
+        if (store_job_get(s, job->job_id, "result", g->stored_result, sizeof(g->stored_result), err))
+            return -1;
+        if (g->stored_result[0]) {
+            g->verdict = GATE_DUPLICATE;
+            return 0;
+        }
+    }
+    if (!forced && job->seq > 0) {
+        long long high;
+        if (store_service_seq_get(s, job->server_url, job->service_id, &high, err) != 0)
+            return -1;
+        if (high > job->seq) {
+            g->verdict = GATE_SUPERSEDED;
+            snprintf(g->reason, sizeof(g->reason), "superseded: seq %lld of service %lld already succeeded",
+                     high, job->service_id);
+            return 0;
+        }
+    }
+    if (job->after[0]) {
+        char pstate[32];
+        if (store_job_get(s, job->after, "state", pstate, sizeof(pstate), err) != 0)
+            return -1;
+        if (!terminal(pstate)) {
+            if (waits * first_tier_ms(cfg) < MAX_WAIT_MS) {
+                g->verdict = GATE_WAIT;
+                snprintf(g->reason, sizeof(g->reason), "waiting for job %s (%s)", job->after,
+                         pstate[0] ? pstate : "not seen yet");
+                return 0;
+            }
+            struct log_fields f = LOG_FIELDS_INIT;
+            f.job_id = job->job_id;
+            f.service_id = job->service_id;
+            log_msgf(LOGL_WARN, &f, "predecessor %s still not finished after %lld waits; running anyway",
+                     job->after, waits);
+        }
+    }
+    /* The lock outlives any single run: every Comet call of a job bounded by
+     * comet.timeout_ms, a dozen calls at most. */
+    int ttl = cfg->comet_timeout_ms * 12;
+    if (ttl < MIN_LOCK_TTL_MS)
+        ttl = MIN_LOCK_TTL_MS;
+    bool got;
+    if (store_service_lock(s, job->server_url, job->service_id, job->job_id, ttl, &got, err) != 0)
+        return -1;
+    if (!got) {
+        g->verdict = GATE_WAIT;
+        snprintf(g->reason, sizeof(g->reason), "another job of service %lld is running", job->service_id);
+        return 0;
+    }
+    g->locked = true;
+    g->verdict = GATE_RUN;
+    return 0;
+}
+
+int gate_record(struct store *s, const struct config *cfg, const struct job *job,
+                enum result_status status, const char *result_json, struct err *err)
+{
+    int keep = cfg->job_retention_seconds;
+    if (status == RESULT_SUCCEEDED) {
+        /* Result first, then state: a reader that sees "succeeded" finds the result. */
+        if (store_job_set(s, job->job_id, "result", result_json ? result_json : "", keep, err) ||
+            store_job_set(s, job->job_id, "state", "succeeded", keep, err))
+            return -1;
+        return job->seq > 0 ? store_service_seq_raise(s, job->server_url, job->service_id, job->seq,
+                                                      keep, err)
+                            : 0;
+    }
+    if (status == RESULT_FAILED || status == RESULT_SKIPPED)
+        return store_job_set(s, job->job_id, "state", result_status_name(status), keep, err);
+    return 0; /* retrying: not terminal, successors keep waiting */
+}
+
+void gate_leave(struct store *s, const struct job *job, struct gate *g)
+{
+    if (!g->locked)
+        return;
+    struct err e;
+    if (store_service_unlock(s, job->server_url, job->service_id, job->job_id, &e) != 0)
+        log_warn("could not release the lock of service %lld (it expires by itself): %s",
+                 job->service_id, e.msg);
+    g->locked = false;
+}
