@@ -1,6 +1,7 @@
 /* Comet Server admin API client: one endpoint table, one comet_call() that
  * POSTs a form over a reused libcurl handle and classifies the answer. */
 #include "comet.h"
+#include "metrics.h"
 
 #include <curl/curl.h>
 #include <pthread.h>
@@ -519,12 +520,16 @@ int comet_call(struct comet_client *c, const struct config_server *server,
                 scrub_secret(err, params[i].value);
         }
     }
-    if (log_enabled(LOGL_DEBUG)) {
+    {
         long ms = 0;
 
         if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0)
             ms = (long)(ts.tv_sec * 1000 + ts.tv_nsec / 1000000) - started;
-        log_debug("comet %s: http %ld, %s, %ld ms", endpoint_table[ep].path, http_status,
+        metrics_comet_request(ep, ms / 1000.0);
+        if (ret != 0)
+            metrics_comet_error(err_class_of(err != NULL ? err->code : ERR_INTERNAL));
+        if (log_enabled(LOGL_DEBUG))
+            log_debug("comet %s: http %ld, %s, %ld ms", endpoint_table[ep].path, http_status,
                   ret == 0 ? "ok" : err_code_name(err != NULL ? err->code : ERR_INTERNAL), ms);
     }
     /* A rare large answer should not pin its memory for the thread's life. */

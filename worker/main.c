@@ -9,6 +9,7 @@
 #include "config.h"
 #include "crypto.h"
 #include "log.h"
+#include "metrics.h"
 #include "runner.h"
 
 static volatile sig_atomic_t stop_requested;
@@ -17,6 +18,22 @@ static void on_stop(int sig)
 {
     (void)sig;
     stop_requested = 1; /* the runner notices within one wait slice */
+}
+
+/* /readyz: connected to the broker and consuming (which implies Redis is
+ * reachable: the runner pauses consuming while it is not). */
+static bool worker_ready(void *ctx, char *why, size_t n)
+{
+    const struct runner_status *st = ctx;
+    if (!st->connected)
+        snprintf(why, n, "not connected to the broker");
+    else if (!st->store_ok)
+        snprintf(why, n, "Redis unreachable: not taking jobs");
+    else if (!st->consuming)
+        snprintf(why, n, "not consuming");
+    else
+        return true;
+    return false;
 }
 
 static void usage(FILE *out)
@@ -86,9 +103,17 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     static struct runner_status status;
+    metrics_set_role(METRICS_ROLE_WORKER);
+    if (cfg.metrics_port > 0 && metrics_listen(cfg.metrics_port, worker_ready, &status, &e) != 0) {
+        log_error("metrics listener: %s", e.msg);
+        curl_global_cleanup();
+        config_clear(&cfg);
+        return 1;
+    }
     log_info("starting: %d servers, %zu keys, concurrency %d", cfg.server_count, cfg.keys.count,
              cfg.worker_concurrency);
     int rc = runner_run(&cfg, &stop_requested, &status);
+    metrics_stop();
     curl_global_cleanup();
     config_clear(&cfg);
     return rc;

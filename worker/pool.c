@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 
 struct pool_item {
     struct bus_delivery d;
@@ -78,6 +79,7 @@ static void *pool_thread(void *arg)
         }
         p->busy--;
         pthread_mutex_unlock(&p->mu);
+        metrics_inflight_add(-1);
         bus_delivery_clear(&it->d);
         free(it);
         if (write(p->efd, &one, sizeof(one)) != sizeof(one))
@@ -171,6 +173,7 @@ int pool_submit(struct pool *p, struct bus_delivery *d, unsigned generation)
     p->busy++;
     pthread_cond_signal(&p->cv);
     pthread_mutex_unlock(&p->mu);
+    metrics_inflight_add(1);
     return 0;
 }
 
@@ -219,6 +222,7 @@ size_t pool_take_pending(struct pool *p, uint64_t *tags, unsigned *gens, size_t 
         gens[n] = it->generation;
         n++;
         p->busy--;
+        metrics_inflight_add(-1);
         bus_delivery_clear(&it->d);
         free(it);
     }

@@ -10,6 +10,7 @@
 #include "gate.h"
 #include "crypto.h"
 #include "log.h"
+#include "metrics.h"
 
 #define DEFAULT_TIERS "1000,5000,30000,120000,600000,1800000"
 #define MAX_TIERS 16
@@ -310,6 +311,7 @@ void process_delivery(struct process_ctx *ctx, const struct bus_delivery *d, str
         log_msgf(LOGL_INFO, &f, "job already succeeded: sending its result again");
         out->action = job.action;
         out->status = RESULT_SUCCEEDED;
+        metrics_job_done(job.action, RESULT_SUCCEEDED, (now_ms() - started) / 1000.0);
         if (add_stored_result(out, &job, g.stored_result) != 0) {
             outcome_clear(out);
             out->disposition = OUTCOME_REQUEUE;
@@ -379,5 +381,12 @@ void process_delivery(struct process_ctx *ctx, const struct bus_delivery *d, str
     }
     out->status = r.status;
     out->duration_ms = now_ms() - started;
+    metrics_job_done(job.action, r.status, out->duration_ms / 1000.0);
+    if (r.status == RESULT_RETRYING)
+        metrics_retry();
+    else if (r.status == RESULT_FAILED)
+        metrics_dead_lettered(err_code_name(e.code));
+    if (out->store_down)
+        metrics_redis_error();
     log_outcome(&job, &r, &e, out->duration_ms);
 }

@@ -8,6 +8,7 @@
 
 #include "bus.h"
 #include "log.h"
+#include "metrics.h"
 #include "pool.h"
 #include "process.h"
 #include "store.h"
@@ -166,6 +167,7 @@ static void disconnect(struct runner *r, const char *why)
     if (!r->bus)
         return;
     log_warn("broker connection lost: %s", why);
+    metrics_amqp_reconnect();
     bus_free(r->bus);
     r->bus = NULL;
     r->st->connected = false;

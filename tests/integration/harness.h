@@ -34,6 +34,7 @@ struct harness {
     char bin[512];
     char fake_url[128];
     int fake_port;
+    int metrics_port;           /* the first worker's /metrics listener */
     pid_t fake_pid;
     pid_t worker_pids[8];
     int nworkers;
@@ -117,6 +118,25 @@ static size_t h_write(char *d, size_t sz, size_t nm, void *u)
     b->n += sz * nm;
     b->p[b->n] = '\0';
     return sz * nm;
+}
+
+/* GET a URL into a malloc'd string (caller frees); *status gets the HTTP code. */
+static char *h_http_get(const char *url, long *status)
+{
+    CURL *c = curl_easy_init();
+    if (!c)
+        return NULL;
+    struct h_buf b = { NULL, 0 };
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, h_write);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+    CURLcode rc = curl_easy_perform(c);
+    *status = 0;
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
+    curl_easy_cleanup(c);
+    return b.p;
 }
 
 /* GET or POST (body != NULL) a fake route; returns parsed JSON or NULL. */
@@ -248,9 +268,10 @@ static int h_setup(struct harness *h, int concurrency)
             "retry = { max_attempts = 4; tiers_ms = \"200,400,800\"; };\n"
             "redis = { prefix = \"it%d:\"; };\n"
             "comet = { connect_timeout_ms = 2000; timeout_ms = 5000; };\n"
+            "metrics = { port = %d; };\n"
             "keys = ( { id = \"k1\"; file = \"%s\"; } );\n"
             "servers = ( { url = \"%s\"; username = \"admin\"; password_file = \"%s\"; } );\n",
-            concurrency, (int)getpid(), keypath, h->fake_url, pwpath);
+            concurrency, (int)getpid(), h->metrics_port = h_free_port(), keypath, h->fake_url, pwpath);
     fclose(f);
     struct err e;
     if (config_load(&h->cfg, h->cfg_path, &e) != 0) {

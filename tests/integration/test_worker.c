@@ -449,6 +449,66 @@ static void test_worker_superseded_replay_is_skipped(void **state)
     json_object_put(st);
 }
 
+/* Sum of every sample of a counter family whose labels contain `match`. */
+static long long metric_sum(const char *text, const char *family, const char *match)
+{
+    long long sum = 0;
+    size_t flen = strlen(family);
+    for (const char *line = text; line && *line;) {
+        const char *nl = strchr(line, '\n');
+        size_t len = nl ? (size_t)(nl - line) : strlen(line);
+        if (len > flen && strncmp(line, family, flen) == 0 && line[flen] == '{') {
+            char buf[512];
+            snprintf(buf, sizeof(buf), "%.*s", (int)(len < 511 ? len : 511), line);
+            const char *sp = strrchr(buf, ' ');
+            if (sp && (!match || strstr(buf, match)))
+                sum += atoll(sp + 1);
+        }
+        line = nl ? nl + 1 : NULL;
+    }
+    return sum;
+}
+
+/* The worker's counters add up to the results it published; it is ready. */
+static void test_worker_metrics_add_up(void **state)
+{
+    (void)state;
+    SKIP_IF_NO_SERVICES();
+    /* Collect every result still in flight: quiet for a second means done. */
+    size_t seen = (size_t)-1;
+    while (seen != H.nresults) {
+        seen = H.nresults;
+        for (int i = 0; i < 10; i++)
+            h_pump(&H, 100);
+    }
+    char url[128];
+    long status;
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/metrics", H.metrics_port);
+    char *text = h_http_get(url, &status);
+    assert_non_null(text);
+    assert_int_equal(status, 200);
+    static const struct { const char *label; enum result_status st; } outcomes[] = {
+        { "outcome=\"succeeded\"", RESULT_SUCCEEDED }, { "outcome=\"failed\"", RESULT_FAILED },
+        { "outcome=\"retrying\"", RESULT_RETRYING }, { "outcome=\"skipped\"", RESULT_SKIPPED },
+    };
+    for (size_t k = 0; k < 4; k++) {
+        long long n = 0;
+        for (size_t i = 0; i < H.nresults; i++)
+            n += H.results[i].status == outcomes[k].st;
+        long long m = metric_sum(text, "jobs_total", outcomes[k].label);
+        if (m != n)
+            fail_msg("jobs_total{%s} = %lld, results seen = %lld", outcomes[k].label, m, n);
+    }
+    assert_true(metric_sum(text, "comet_request_duration_seconds_count", NULL) > 0);
+    free(text);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/readyz", H.metrics_port);
+    free(h_http_get(url, &status));
+    assert_int_equal(status, 200);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/healthz", H.metrics_port);
+    free(h_http_get(url, &status));
+    assert_int_equal(status, 200);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -464,6 +524,7 @@ int main(void)
         cmocka_unit_test(test_worker_chain_runs_in_order),
         cmocka_unit_test(test_worker_duplicate_job_has_one_effect),
         cmocka_unit_test(test_worker_superseded_replay_is_skipped),
+        cmocka_unit_test(test_worker_metrics_add_up),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
