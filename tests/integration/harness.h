@@ -27,7 +27,10 @@
 #include "job.h"
 #include "jobmsg.h"
 
-#define H_MAX_RESULTS 4096
+#define H_MAX_RESULTS 16384
+
+/* Retry budget written into the worker config; fault tests raise it. */
+static int h_max_attempts = 4;
 
 struct harness {
     char dir[512];
@@ -47,14 +50,14 @@ struct harness {
     size_t nresults;
 };
 
-static long long h_now_ms(void)
+static __attribute__((unused)) long long h_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int h_free_port(void)
+static __attribute__((unused)) int h_free_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
@@ -69,7 +72,7 @@ static int h_free_port(void)
     return ntohs(a.sin_port);
 }
 
-static pid_t h_spawn(char *const argv[], const char *logpath)
+static __attribute__((unused)) pid_t h_spawn(char *const argv[], const char *logpath)
 {
     pid_t pid = fork();
     if (pid == 0) {
@@ -85,7 +88,7 @@ static pid_t h_spawn(char *const argv[], const char *logpath)
     return pid;
 }
 
-static void h_stop(pid_t pid, int sig)
+static __attribute__((unused)) void h_stop(pid_t pid, int sig)
 {
     if (pid <= 0)
         return;
@@ -107,7 +110,7 @@ struct h_buf {
     size_t n;
 };
 
-static size_t h_write(char *d, size_t sz, size_t nm, void *u)
+static __attribute__((unused)) size_t h_write(char *d, size_t sz, size_t nm, void *u)
 {
     struct h_buf *b = u;
     char *np = realloc(b->p, b->n + sz * nm + 1);
@@ -121,7 +124,7 @@ static size_t h_write(char *d, size_t sz, size_t nm, void *u)
 }
 
 /* GET a URL into a malloc'd string (caller frees); *status gets the HTTP code. */
-static char *h_http_get(const char *url, long *status)
+static __attribute__((unused)) char *h_http_get(const char *url, long *status)
 {
     CURL *c = curl_easy_init();
     if (!c)
@@ -140,7 +143,7 @@ static char *h_http_get(const char *url, long *status)
 }
 
 /* GET or POST (body != NULL) a fake route; returns parsed JSON or NULL. */
-static json_object *h_fake(struct harness *h, const char *route, const char *body)
+static __attribute__((unused)) json_object *h_fake(struct harness *h, const char *route, const char *body)
 {
     CURL *c = curl_easy_init();
     if (!c)
@@ -162,7 +165,7 @@ static json_object *h_fake(struct harness *h, const char *route, const char *bod
 }
 
 /* The fake's stored profile of a user, or NULL (caller puts the state). */
-static json_object *h_user(json_object *state, const char *name)
+static __attribute__((unused)) json_object *h_user(json_object *state, const char *name)
 {
     json_object *users, *u, *p;
     if (!json_object_object_get_ex(state, "users", &users) ||
@@ -171,7 +174,7 @@ static json_object *h_user(json_object *state, const char *name)
     return p;
 }
 
-static json_object *h_get(json_object *o, const char *k)
+static __attribute__((unused)) json_object *h_get(json_object *o, const char *k)
 {
     json_object *v = NULL;
     if (o)
@@ -179,14 +182,14 @@ static json_object *h_get(json_object *o, const char *k)
     return v;
 }
 
-static long long h_calls(json_object *state, const char *endpoint)
+static __attribute__((unused)) long long h_calls(json_object *state, const char *endpoint)
 {
     return json_object_get_int64(h_get(h_get(state, "calls"), endpoint));
 }
 
 /* ---- processes ------------------------------------------------------------ */
 
-static int h_start_worker(struct harness *h, const char *extra_env)
+static __attribute__((unused)) int h_start_worker(struct harness *h, const char *extra_env)
 {
     char path[700], logpath[700];
     snprintf(path, sizeof(path), "%s/comet-worker", h->bin);
@@ -201,7 +204,7 @@ static int h_start_worker(struct harness *h, const char *extra_env)
     return 0;
 }
 
-static int h_setup(struct harness *h, int concurrency)
+static __attribute__((unused)) int h_setup(struct harness *h, int concurrency)
 {
     memset(h, 0, sizeof(*h));
     const char *amqp = getenv("COMET_AMQP_URL");
@@ -265,13 +268,13 @@ static int h_setup(struct harness *h, int concurrency)
     fprintf(f,
             "log = { level = \"info\"; format = \"text\"; };\n"
             "worker = { concurrency = %d; grace_seconds = 10; };\n"
-            "retry = { max_attempts = 4; tiers_ms = \"200,400,800\"; };\n"
+            "retry = { max_attempts = %d; tiers_ms = \"200,400,800\"; };\n"
             "redis = { prefix = \"it%d:\"; };\n"
             "comet = { connect_timeout_ms = 2000; timeout_ms = 5000; };\n"
             "metrics = { port = %d; };\n"
             "keys = ( { id = \"k1\"; file = \"%s\"; } );\n"
             "servers = ( { url = \"%s\"; username = \"admin\"; password_file = \"%s\"; } );\n",
-            concurrency, (int)getpid(), h->metrics_port = h_free_port(), keypath, h->fake_url, pwpath);
+            concurrency, h_max_attempts, (int)getpid(), h->metrics_port = h_free_port(), keypath, h->fake_url, pwpath);
     fclose(f);
     struct err e;
     if (config_load(&h->cfg, h->cfg_path, &e) != 0) {
@@ -292,7 +295,7 @@ static int h_setup(struct harness *h, int concurrency)
     return 0;
 }
 
-static void h_teardown(struct harness *h)
+static __attribute__((unused)) void h_teardown(struct harness *h)
 {
     for (int i = 0; i < h->nworkers; i++)
         h_stop(h->worker_pids[i], SIGTERM);
@@ -307,7 +310,7 @@ static void h_teardown(struct harness *h)
 /* ---- jobs and results --------------------------------------------------------- */
 
 /* Publishes a job spec (JSON text, may hold "password"); copies the job id. */
-static int h_publish(struct harness *h, const char *spec_json, char job_id[UUID_STR_LEN])
+static __attribute__((unused)) int h_publish(struct harness *h, const char *spec_json, char job_id[UUID_STR_LEN])
 {
     json_object *spec = json_tokener_parse(spec_json);
     if (!spec)
@@ -336,7 +339,7 @@ static int h_publish(struct harness *h, const char *spec_json, char job_id[UUID_
 }
 
 /* Publishes raw bytes with the given signature headers (NULL = omit). */
-static int h_publish_raw(struct harness *h, const char *body, const char *kid, const char *sig,
+static __attribute__((unused)) int h_publish_raw(struct harness *h, const char *body, const char *kid, const char *sig,
                          const char *type, const char *message_id)
 {
     struct bus_msg m;
@@ -357,7 +360,7 @@ static int h_publish_raw(struct harness *h, const char *body, const char *kid, c
     return rc;
 }
 
-static const struct result *h_find(struct harness *h, const char *job_id, bool terminal)
+static __attribute__((unused)) const struct result *h_find(struct harness *h, const char *job_id, bool terminal)
 {
     for (size_t i = h->nresults; i-- > 0;)
         if (strcmp(h->results[i].job_id, job_id) == 0 &&
@@ -366,7 +369,7 @@ static const struct result *h_find(struct harness *h, const char *job_id, bool t
     return NULL;
 }
 
-static void h_pump(struct harness *h, int ms)
+static __attribute__((unused)) void h_pump(struct harness *h, int ms)
 {
     struct bus_event ev;
     struct err e;
@@ -382,7 +385,7 @@ static void h_pump(struct harness *h, int ms)
 }
 
 /* Waits for the terminal result of job_id; NULL on timeout. */
-static const struct result *h_wait(struct harness *h, const char *job_id, int timeout_ms)
+static __attribute__((unused)) const struct result *h_wait(struct harness *h, const char *job_id, int timeout_ms)
 {
     long long end = h_now_ms() + timeout_ms;
     const struct result *r;
@@ -391,7 +394,7 @@ static const struct result *h_wait(struct harness *h, const char *job_id, int ti
     return r;
 }
 
-static size_t h_count(struct harness *h, const char *job_id, enum result_status st)
+static __attribute__((unused)) size_t h_count(struct harness *h, const char *job_id, enum result_status st)
 {
     size_t n = 0;
     for (size_t i = 0; i < h->nresults; i++)
