@@ -26,6 +26,8 @@ rc=$?
 set -e
 # Failures in full, then phpunit's summary line.
 if [ "$rc" -ne 0 ]; then sed -n '/^There w[ae][sr]e* /,$p' "$log" | head -200; fi
+# The end-to-end test's figures (tests/php/E2ETest.php prints "e2e: ..." lines).
+grep -aoE 'e2e: .*' "$log" || true
 summary=$(grep -E '^(OK \(|Tests: |OK, but|No tests)' "$log" | tail -1)
 [ -n "$summary" ] || { cat "$log"; summary="phpunit did not finish (rc=$rc)"; }
 rm -f "$log"

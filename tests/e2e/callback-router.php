@@ -1,0 +1,95 @@
+<?php
+/* `php -S` router for the end-to-end test (tests/php/E2ETest.php): serves
+ * the module's callback handler over HTTP on the test WHMCS database, as
+ * callback.php does inside WHMCS. The database, logModuleCall and localAPI
+ * are set up as tests/php/bootstrap.php does (without touching the schema).
+ * Environment: MYSQL_*, COMETBACKUP_SETTINGS, and E2E_CALLBACK_LOG (a file
+ * that gets one JSON line per request: job id, status, answer, time). */
+
+define('WHMCS', 1);
+
+require_once '/usr/share/php/Illuminate/Database/autoload.php';
+
+use Illuminate\Database\Capsule\Manager;
+
+class_alias(Manager::class, 'WHMCS\Database\Capsule');
+
+if ($_SERVER['REQUEST_METHOD'] === 'GET' && $_SERVER['REQUEST_URI'] === '/health') {
+    header('Content-Type: application/json');
+    echo '{"status":"ok"}';
+    return true;
+}
+
+$capsule = new Manager();
+$capsule->addConnection([
+    'driver' => 'mysql',
+    'host' => getenv('MYSQL_HOST'),
+    'port' => getenv('MYSQL_PORT'),
+    'database' => getenv('MYSQL_DATABASE'),
+    'username' => getenv('MYSQL_USER'),
+    'password' => getenv('MYSQL_PASSWORD'),
+    'charset' => 'utf8mb4',
+    'collation' => 'utf8mb4_unicode_ci',
+]);
+$capsule->setAsGlobal();
+
+/** WHMCS's logModuleCall, recording as the test bootstrap does. */
+function logModuleCall($module, $action, $request, $response, $processed = '', $replace = [])
+{
+    $enc = function ($v) use ($replace) {
+        $s = is_string($v) ? $v : json_encode($v, JSON_UNESCAPED_SLASHES | JSON_UNESCAPED_UNICODE);
+        foreach ((array)$replace as $r) {
+            if ($r !== '') {
+                $s = str_replace((string)$r, '***', $s);
+            }
+        }
+        return $s;
+    };
+    Manager::table('tblmodulelog')->insert([
+        'date' => gmdate('Y-m-d H:i:s'),
+        'module' => $module,
+        'action' => $action,
+        'request' => $enc($request),
+        'response' => $enc($response),
+        'arrdata' => $enc($processed),
+    ]);
+}
+
+/** WHMCS's localAPI, recorded as the test bootstrap does. */
+function localAPI($command, $params = [], $adminUser = '')
+{
+    Manager::table('test_localapi')->insert([
+        'command' => $command,
+        'params' => json_encode($params),
+        'adminuser' => (string)$adminUser,
+    ]);
+    if ($command === 'DecryptPassword') {
+        return ['result' => 'success', 'password' => $params['password2'] ?? ''];
+    }
+    return ['result' => 'success'];
+}
+
+require_once __DIR__ . '/../../whmcs/modules/servers/cometbackup/callback.php';
+
+if ($_SERVER['REQUEST_METHOD'] !== 'POST') {
+    http_response_code(405);
+    return true;
+}
+$body = (string)file_get_contents('php://input');
+list($status, $answer) = cometbackup_callback_handle(getallheaders(), $body);
+http_response_code($status);
+header('Content-Type: application/json');
+echo json_encode($answer);
+
+$log = getenv('E2E_CALLBACK_LOG');
+if ($log !== false && $log !== '') {
+    $ev = json_decode($body, true);
+    file_put_contents($log, json_encode([
+        'job_id' => is_array($ev) ? ($ev['job_id'] ?? '') : '',
+        'status' => is_array($ev) ? ($ev['status'] ?? '') : '',
+        'http' => $status,
+        'outcome' => $answer['outcome'] ?? ($answer['error'] ?? ''),
+        't' => microtime(true),
+    ]) . "\n", FILE_APPEND | LOCK_EX);
+}
+return true;
