@@ -274,16 +274,19 @@ static void on_posted(const struct dhttp_done *done, void *arg)
         dp->retried++;
         if (dp->stopping) {
             /* No time left to back off: the queue keeps it for the next start. */
-            log_msgf(LOGL_WARN, &f, "callback failed while stopping (%s%ld %s); requeued",
-                     done->status ? "HTTP " : "", done->status, done->detail);
+            log_msgf(LOGL_WARN, &f, "callback failed while stopping (HTTP %ld: %s); requeued",
+                     done->status, done->detail);
             rc = settle_requeue(dp, ev, &e);
             break;
         }
         ev->state = DEV_WAITING;
         ev->due_ms = mono_ms() + ev->backoff_ms;
-        log_msgf(LOGL_WARN, &f, "callback failed (%s%s%ld: %s); retry in %d ms",
-                 done->status ? "HTTP " : "", done->status ? "" : "no answer, code ",
-                 done->status, done->detail, ev->backoff_ms);
+        if (done->status)
+            log_msgf(LOGL_WARN, &f, "callback failed (HTTP %ld: %s); retry in %d ms",
+                     done->status, done->detail, ev->backoff_ms);
+        else
+            log_msgf(LOGL_WARN, &f, "callback failed (no answer: %s); retry in %d ms",
+                     done->detail, ev->backoff_ms);
         ev->backoff_ms = next_backoff(ev->backoff_ms);
         break;
     case DHTTP_REFUSED:

@@ -201,14 +201,12 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     }
 }
 
-static int cbserver_start(void)
+/* port 0: the kernel picks one (read back into S.port). */
+static int cbserver_listen(uint16_t port)
 {
-    pthread_mutex_init(&S.mu, NULL);
-    S.status = 200;
-    /* Port 0: the kernel picks one; read it back. */
     S.d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
                                MHD_USE_ERROR_LOG,
-                           0, NULL, NULL, on_request, NULL, MHD_OPTION_NOTIFY_COMPLETED,
+                           port, NULL, NULL, on_request, NULL, MHD_OPTION_NOTIFY_COMPLETED,
                            on_completed, NULL, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
                            MHD_OPTION_END);
     if (!S.d)
@@ -218,6 +216,13 @@ static int cbserver_start(void)
         return -1;
     S.port = info->port;
     return 0;
+}
+
+static int cbserver_start(void)
+{
+    pthread_mutex_init(&S.mu, NULL);
+    S.status = 200;
+    return cbserver_listen(0);
 }
 
 static void script(int status, const char *refuse, const char *slow, int slow_ms)
@@ -567,6 +572,53 @@ static void test_dispatcher_refused_event_is_dead_lettered(void **state)
     assert_true(log_contains("callback_http_401"));
 }
 
+static void test_dispatcher_refused_connection_and_timeout_are_retried(void **state)
+{
+    (void)state;
+    SKIP_IF_NO_SERVICES();
+    /* WHMCS not listening at all: connection refused. */
+    script(200, NULL, NULL, 0);
+    MHD_stop_daemon(S.d);
+    S.d = NULL;
+    char ids[2][UUID_STR_LEN];
+    memset(ids, 0, sizeof(ids));
+    assert_int_equal(publish_event(ACTION_UNSUSPEND, RESULT_SUCCEEDED, 5001, ids[0]), 0);
+    sleep_ms(1500);
+    assert_true(log_contains("Couldn't connect")); /* curl's words for ECONNREFUSED */
+    assert_int_equal(cbserver_listen((uint16_t)S.port), 0);
+    assert_true(wait_delivered(&ids[0], 1, WAIT_MS));
+    sleep_ms(300);
+    assert_int_equal(answered(ids[0], -1), 1);
+
+    /* Slower than dispatcher.timeout_ms (3 s) once, then fast. */
+    uuid4(ids[1]);
+    script(200, NULL, ids[1], 3500);
+    assert_int_equal(publish_event(ACTION_CHANGE_PACKAGE, RESULT_SUCCEEDED, 5002, ids[1]), 0);
+    long long end = mono_ms() + WAIT_MS;
+    bool started = false;
+    while (!started && mono_ms() < end) {
+        pthread_mutex_lock(&S.mu);
+        started = S.slow_started;
+        pthread_mutex_unlock(&S.mu);
+        sleep_ms(10);
+    }
+    assert_true(started);
+    script(200, NULL, NULL, 0);
+    pthread_mutex_lock(&S.mu);
+    S.slow_started = false;
+    pthread_mutex_unlock(&S.mu);
+    /* The abandoned request is recorded by the server too (at-least-once);
+     * what matters is a 200 the dispatcher saw and acked. */
+    end = mono_ms() + WAIT_MS;
+    struct err e;
+    while (mono_ms() < end && (answered(ids[1], 200) < 2 || bus_queue_depth(pub, BUS_Q_RESULTS, &e) != 0))
+        sleep_ms(50);
+    assert_true(answered(ids[1], 200) >= 2);
+    assert_true(log_contains("imed out") || log_contains("imeout"));
+    assert_int_equal(bus_queue_depth(pub, BUS_Q_RESULTS, &e), 0);
+    assert_int_equal(bus_queue_depth(pub, BUS_Q_RESULTS_DEAD, &e), 0);
+}
+
 static void test_dispatcher_sigterm_finishes_inflight_post(void **state)
 {
     (void)state;
@@ -601,6 +653,7 @@ int main(void)
         cmocka_unit_test(test_dispatcher_delivers_signed_events),
         cmocka_unit_test(test_dispatcher_outage_then_recovery_delivers_each_once),
         cmocka_unit_test(test_dispatcher_refused_event_is_dead_lettered),
+        cmocka_unit_test(test_dispatcher_refused_connection_and_timeout_are_retried),
         cmocka_unit_test(test_dispatcher_sigterm_finishes_inflight_post),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
