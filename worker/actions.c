@@ -58,6 +58,15 @@ static bool maybe_done(const struct err *err)
     return err_class_of(err->code) == ERRC_TRANSIENT || err->code == ERR_COMET_REJECTED;
 }
 
+/* A write failed and the read meant to tell whether it happened failed too:
+ * the outcome is unknown, so the read's error (usually transient) is the
+ * one reported, and the job is retried rather than dead-lettered. */
+static int read_back_failed(struct err *err, const struct err *read_err)
+{
+    *err = *read_err;
+    return -1;
+}
+
 /* ---- users ------------------------------------------------------------- */
 
 /* Whether a read of user that failed with body_status means "no such
@@ -168,10 +177,16 @@ static int profile_update(struct action_ctx *ctx, const char *user, profile_edit
             json_object_put(reply);
             return 0;
         }
-        if (!maybe_done(err) ||
-            profile_read(ctx, user, &again, &profile, &hash2, &read_err) != 0) {
+        if (!maybe_done(err)) {
             json_object_put(reply);
             return -1;
+        }
+        if (profile_read(ctx, user, &again, &profile, &hash2, &read_err) != 0) {
+            /* Whether the write happened is unknown: report the read's
+             * failure (usually transient), not the write's refusal, so the
+             * job is retried instead of dead-lettered. */
+            json_object_put(reply);
+            return read_back_failed(err, &read_err);
         }
         same = strcmp(hash, hash2) == 0;
         json_object_put(again);
@@ -384,7 +399,11 @@ static int create_user(struct action_ctx *ctx, const struct job *job, const char
         json_object_put(out);
         return 0;
     }
-    if (!maybe_done(err) || user_lookup(ctx, user, &now, NULL, &look_err) != 0 || !now)
+    if (!maybe_done(err))
+        return -1;
+    if (user_lookup(ctx, user, &now, NULL, &look_err) != 0)
+        return read_back_failed(err, &look_err);
+    if (!now)
         return -1;
     log_msgf(LOGL_WARN, &f, "add-user of %s failed (%s) but the account exists: adopted", user,
              err_code_name(err->code));
@@ -492,8 +511,11 @@ static int create_vault(struct action_ctx *ctx, const struct job *job, const cha
         /* Servers before 19.8.0 do not name the new destination: look. */
         if (vault_id[0] == '\0' && vault_find(ctx, job, user, "", vault_id, err) != 0)
             return -1;
-    } else if (!maybe_done(err) || vault_find(ctx, job, user, "", vault_id, &find_err) != 0 ||
-               vault_id[0] == '\0') {
+    } else if (!maybe_done(err)) {
+        return -1;
+    } else if (vault_find(ctx, job, user, "", vault_id, &find_err) != 0) {
+        return read_back_failed(err, &find_err);
+    } else if (vault_id[0] == '\0') {
         return -1;
     }
     if (vault_id[0] == '\0')
@@ -561,7 +583,11 @@ static int action_terminate(struct action_ctx *ctx, const struct job *job, const
         return 0;
     }
     /* Already gone (our lost answer, or removed by hand): the goal holds. */
-    if (!maybe_done(err) || user_lookup(ctx, job->username, &exists, NULL, &look_err) != 0 || exists)
+    if (!maybe_done(err))
+        return -1;
+    if (user_lookup(ctx, job->username, &exists, NULL, &look_err) != 0)
+        return read_back_failed(err, &look_err);
+    if (exists)
         return -1;
     err_clear(err);
     return 0;
