@@ -49,7 +49,7 @@ for tree in build build-san; do
   echo "== integration tests ($tree)"
   bindir=bin; [ "$tree" = build-san ] && bindir=build-san/bin
   for t in $integ_tests; do
-    COMET_TEST_BIN_DIR="$ROOT/$bindir" COMET_TEST_TMP="$TEST_TMP/$tree-$t" \
+    COMET_TEST_ROOT="$ROOT" COMET_TEST_BIN_DIR="$ROOT/$bindir" COMET_TEST_TMP="$TEST_TMP/$tree-$t" \
       scripts/run-suite.sh "$tree/$t" "$tree/tests/$t"
   done
 done

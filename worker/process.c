@@ -223,6 +223,26 @@ static int add_wait_copy(struct outcome *out, const struct bus_delivery *d, int 
     return 0;
 }
 
+/* Sends the job round the shortest tier without counting an attempt: for a
+ * predecessor not done yet, a busy service, or Redis unreachable (no job
+ * runs without its idempotency and ordering state). */
+static void outcome_wait(struct outcome *out, const struct bus_delivery *d, const struct job *job,
+                         const int *tiers, int ntiers, const char *why)
+{
+    struct log_fields f = LOG_FIELDS_INIT;
+    f.job_id = job->job_id[0] ? job->job_id : NULL;
+    f.service_id = job->service_id;
+    f.action = job->action < ACTION__COUNT ? job_action_name(job->action) : NULL;
+    log_msgf(out->store_down ? LOGL_WARN : LOGL_DEBUG, &f, "job waits: %s", why);
+    outcome_clear(out);
+    out->action = job->action;
+    out->status = RESULT_RETRYING;
+    if (ntiers <= 0 || add_wait_copy(out, d, tiers[0]) != 0) {
+        outcome_clear(out);
+        out->disposition = OUTCOME_REQUEUE;
+    }
+}
+
 /* The stored result event of a job that already succeeded, sent again. */
 static int add_stored_result(struct outcome *out, const struct job *job, const char *json)
 {
@@ -238,18 +258,18 @@ static int add_stored_result(struct outcome *out, const struct job *job, const c
     return 0;
 }
 
-/* Remembers a terminal status for ordering and duplicates. A Redis failure
- * here is logged, not fatal: the outcome is still published, and the
- * actions' read-backs keep a repeat harmless. */
-static void record(struct process_ctx *ctx, const struct job *job, struct result *r)
+/* Remembers a terminal status for ordering and duplicates. When Redis fails
+ * here the outcome is not published: the job waits and runs again once
+ * Redis is back (the actions converge), so successors are never left
+ * waiting for a state that was never written. */
+static int record(struct process_ctx *ctx, const struct job *job, struct result *r, struct err *e)
 {
     if (!ctx->store || !job->job_id[0] || r->status == RESULT_RETRYING)
-        return;
-    struct err e;
+        return 0;
     char *json = r->status == RESULT_SUCCEEDED ? result_encode(r) : NULL;
-    if (gate_record(ctx->store, ctx->cfg, job, r->status, json, &e) != 0)
-        log_warn("job %s: could not record its state: %s", job->job_id, e.msg);
+    int rc = gate_record(ctx->store, ctx->cfg, job, r->status, json, e);
     free(json);
+    return rc;
 }
 
 void process_delivery(struct process_ctx *ctx, const struct bus_delivery *d, struct outcome *out)
@@ -290,18 +310,14 @@ void process_delivery(struct process_ctx *ctx, const struct bus_delivery *d, str
     if (rc == 0)
         rc = gate_enter(ctx->store, cfg, &job, bus_delivery_int(d, BUS_H_FORCE, 0) != 0,
                         bus_delivery_int(d, BUS_H_WAITS, 0), &g, &e);
+    if (rc != 0 && e.code == ERR_STORE_UNAVAILABLE) {
+        out->store_down = true;
+        metrics_redis_error();
+        outcome_wait(out, d, &job, tiers, ntiers, e.msg);
+        return;
+    }
     if (rc == 0 && g.verdict == GATE_WAIT) {
-        struct log_fields f = LOG_FIELDS_INIT;
-        f.job_id = job.job_id;
-        f.service_id = job.service_id;
-        f.action = job_action_name(job.action);
-        log_msgf(LOGL_DEBUG, &f, "job waits: %s", g.reason);
-        out->action = job.action;
-        out->status = RESULT_RETRYING;
-        if (ntiers <= 0 || add_wait_copy(out, d, tiers[0]) != 0) {
-            outcome_clear(out);
-            out->disposition = OUTCOME_REQUEUE;
-        }
+        outcome_wait(out, d, &job, tiers, ntiers, g.reason);
         return;
     }
     if (rc == 0 && g.verdict == GATE_DUPLICATE) {
@@ -330,10 +346,16 @@ void process_delivery(struct process_ctx *ctx, const struct bus_delivery *d, str
     sodium_memzero(password, sizeof(password));
     if (rc == 0)
         err_clear(&e); /* steps may leave a handled error behind */
+    if (rc != 0 && e.code == ERR_STORE_UNAVAILABLE) {
+        gate_leave(ctx->store, &job, &g);
+        out->store_down = true;
+        metrics_redis_error();
+        outcome_wait(out, d, &job, tiers, ntiers, e.msg);
+        return;
+    }
 
     out->action = job.action;
     out->error = e.code;
-    out->store_down = (e.code == ERR_STORE_UNAVAILABLE);
     enum err_class cls = rc == 0 ? ERRC_NONE : err_class_of(e.code);
     int built = 0;
 
@@ -369,8 +391,14 @@ void process_delivery(struct process_ctx *ctx, const struct bus_delivery *d, str
         if (built == 0)
             built = add_result_msg(out, &r);
     }
-    if (trusted && !out->store_down)
-        record(ctx, &job, &r);
+    struct err rec_err;
+    if (trusted && record(ctx, &job, &r, &rec_err) != 0) {
+        gate_leave(ctx->store, &job, &g);
+        out->store_down = true;
+        metrics_redis_error();
+        outcome_wait(out, d, &job, tiers, ntiers, rec_err.msg);
+        return;
+    }
     if (ctx->store)
         gate_leave(ctx->store, &job, &g);
     if (built != 0) {
@@ -386,7 +414,5 @@ void process_delivery(struct process_ctx *ctx, const struct bus_delivery *d, str
         metrics_retry();
     else if (r.status == RESULT_FAILED)
         metrics_dead_lettered(err_code_name(e.code));
-    if (out->store_down)
-        metrics_redis_error();
     log_outcome(&job, &r, &e, out->duration_ms);
 }

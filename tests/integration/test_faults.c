@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include "harness.h"
+#include "store.h"
 
 #define GIB (1024LL * 1024 * 1024)
 
@@ -216,11 +217,154 @@ static void test_faults_comet_failing_30_percent(void **state)
     free(c);
 }
 
+/* ---- faults that take the harness's own connections down too ------------ */
+
+/* Runs scripts/services.sh with a command on the test's services dir. */
+static int services(const char *cmd)
+{
+    const char *root = getenv("COMET_TEST_ROOT");
+    const char *dir = getenv("COMET_RABBITMQ_DIR");
+    if (!root || !dir)
+        return -1;
+    char line[1024];
+    snprintf(line, sizeof(line), "'%s/scripts/services.sh' %s '%s' >>'%s/services.log' 2>&1", root, cmd,
+             dir, H.dir);
+    return system(line);
+}
+
+/* Reconnects the harness's publisher (results are read from Redis here:
+ * the private result queue does not survive a broker restart). */
+static void reconnect_pub(void)
+{
+    struct err e;
+    bus_free(H.pub);
+    H.pub = NULL;
+    for (int i = 0; i < 100 && !H.pub; i++) {
+        H.pub = bus_connect(H.cfg.amqp_url, 0, &e);
+        if (!H.pub)
+            usleep(200000);
+    }
+    assert_non_null(H.pub);
+}
+
+/* Waits until every job of the burst has a terminal state in Redis. */
+static void wait_states(struct chain *c, int n, long long timeout_ms, long long *last_ms)
+{
+    struct err e;
+    struct store *s = NULL;
+    long long end = h_now_ms() + timeout_ms;
+    int pending = 1;
+    while (pending && h_now_ms() < end) {
+        if (!s)
+            s = store_connect(&H.cfg, &e);
+        pending = 0;
+        for (int i = 0; s && i < n; i++)
+            for (int j = 0; j < c[i].njobs; j++) {
+                char st[32] = "";
+                if (store_job_get(s, c[i].ids[j], "state", st, sizeof(st), &e) != 0 ||
+                    strcmp(st, "succeeded") != 0)
+                    pending++;
+            }
+        if (!s)
+            pending = 1;
+        if (pending)
+            usleep(200000);
+    }
+    *last_ms = wall_ms();
+    store_free(s);
+    if (pending)
+        fail_msg("%d jobs without a terminal state after %lld ms", pending, timeout_ms);
+}
+
+static void check_states(int base, struct chain *c, int n, const char *what, long long fault_end,
+                         long long last)
+{
+    json_object *st = h_fake(&H, "/__fake/state", NULL);
+    assert_non_null(st);
+    int wrong = 0, duplicated = 0, jobs = 0;
+    for (int s = 0; s < n; s++) {
+        char name[64];
+        jobs += c[s].njobs;
+        snprintf(name, sizeof(name), "fault-%d", base + s);
+        json_object *p = h_user(st, name);
+        if (!p) {
+            wrong++;
+            continue;
+        }
+        json_object *dests = h_get(p, "Destinations");
+        if (json_object_object_length(dests) != 1)
+            duplicated++;
+        if (json_object_get_boolean(h_get(p, "IsSuspended")) != c[s].suspended)
+            wrong++;
+    }
+    json_object_put(st);
+    fprintf(stderr, "faults: %s: jobs=%d lost=0 duplicated_effects=%d wrong_final_states=%d "
+                    "last_job_after_fault_end_ms=%lld\n", what, jobs, duplicated, wrong, last - fault_end);
+    assert_int_equal(duplicated, 0);
+    assert_int_equal(wrong, 0);
+}
+
+static void test_faults_rabbitmq_restart_mid_burst(void **state)
+{
+    (void)state;
+    SKIP_IF_NO_SERVICES();
+    if (!getenv("COMET_TEST_ROOT"))
+        skip();
+    int n = burst_services;
+    struct chain *c = calloc((size_t)n, sizeof(*c));
+    assert_non_null(c);
+    /* 20 ms per Comet call keeps the burst running through the restart. */
+    json_object_put(h_fake(&H, "/__fake/config", "{\"latency_ms\":20,\"error_rate\":0}"));
+    publish_burst(50000, c, n);
+    usleep(300000);
+    assert_int_equal(services("restart-rabbitmq"), 0);
+    long long fault_end = wall_ms();
+    reconnect_pub();
+    long long last;
+    wait_states(c, n, 180000, &last);
+    check_states(50000, c, n, "RabbitMQ restarted mid-burst", fault_end, last);
+    json_object_put(h_fake(&H, "/__fake/config", "{\"latency_ms\":0}"));
+    /* The harness's result consumer died with the broker: rebuild it. */
+    struct err e;
+    char q[128];
+    bus_free(H.res);
+    H.res = bus_connect(H.cfg.amqp_url, 0, &e);
+    assert_non_null(H.res);
+    assert_int_equal(bus_bind_temp_queue(H.res, BUS_EX_RESULTS, "#", q, &e), 0);
+    assert_int_equal(bus_consume(H.res, q, &e), 0);
+    free(c);
+}
+
+static void test_faults_redis_stopped_mid_burst(void **state)
+{
+    (void)state;
+    SKIP_IF_NO_SERVICES();
+    if (!getenv("COMET_TEST_ROOT"))
+        skip();
+    int n = burst_services;
+    struct chain *c = calloc((size_t)n, sizeof(*c));
+    assert_non_null(c);
+    json_object_put(h_fake(&H, "/__fake/config", "{\"latency_ms\":20,\"error_rate\":0}"));
+    publish_burst(60000, c, n);
+    usleep(300000);
+    assert_int_equal(services("stop-redis"), 0);
+    sleep(4);
+    assert_int_equal(services("start-redis"), 0);
+    long long fault_end = wall_ms();
+    long long last;
+    wait_states(c, n, 180000, &last);
+    check_states(60000, c, n, "Redis stopped for 4 s mid-burst", fault_end, last);
+    json_object_put(h_fake(&H, "/__fake/config", "{\"latency_ms\":0}"));
+    free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_faults_kill9_worker_mid_burst),
         cmocka_unit_test(test_faults_comet_failing_30_percent),
+        cmocka_unit_test(test_faults_rabbitmq_restart_mid_burst),
+        cmocka_unit_test(test_faults_redis_stopped_mid_burst),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
