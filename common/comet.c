@@ -439,8 +439,13 @@ static CURLcode call_prepare(struct comet_client *c, const struct config_server 
      * sends the request again. Comet may have committed the first one
      * (each request-storage-vault adds a vault), so these go on a new
      * connection, where libcurl never retries. */
-    if (row->fresh)
+    if (row->fresh) {
         SETOPT(CURLOPT_FRESH_CONNECT, 1L);
+        /* ...and closed after: otherwise every such call parks one more
+         * idle connection in the handle's cache, and hundreds of threads
+         * exhaust the server's connection limit. */
+        SETOPT(CURLOPT_FORBID_REUSE, 1L);
+    }
 #undef SETOPT
     return rc;
 }
