@@ -509,6 +509,34 @@ static void test_worker_metrics_add_up(void **state)
     assert_int_equal(status, 200);
 }
 
+/* No password, admin secret or key ever reaches a log line. */
+static void test_worker_logs_hold_no_secret(void **state)
+{
+    (void)state;
+    SKIP_IF_NO_SERVICES();
+    static const char *const secrets[] = {
+        "s3cret-Passw0rd", "bob-password-1", "carol-password", "first-password", "second-password",
+        "erin-password", "frank-password", "burst-password", "after-poison-pw", "gina-password",
+        "chain-password", "dup-password", "stale-password", "admin-secret",
+    };
+    char path[700];
+    snprintf(path, sizeof(path), "%s/worker-0.log", H.dir);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char line[8192];
+    long lines = 0;
+    while (fgets(line, sizeof(line), f)) {
+        lines++;
+        for (size_t i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++)
+            if (strstr(line, secrets[i]))
+                fail_msg("log line %ld holds a secret: %.120s", lines, line);
+        if (strstr(line, H.key_b64))
+            fail_msg("log line %ld holds the signing key", lines);
+    }
+    fclose(f);
+    assert_true(lines > 50); /* the log really was written */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -525,6 +553,7 @@ int main(void)
         cmocka_unit_test(test_worker_duplicate_job_has_one_effect),
         cmocka_unit_test(test_worker_superseded_replay_is_skipped),
         cmocka_unit_test(test_worker_metrics_add_up),
+        cmocka_unit_test(test_worker_logs_hold_no_secret),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
