@@ -699,6 +699,9 @@ int bus_wait(struct bus *b, int timeout_ms, int wake_fd, struct bus_event *ev, s
 
 int bus_get(struct bus *b, const char *queue, struct bus_delivery *d, struct err *err)
 {
+    /* The previous get was copied out; without this its frames stay in the
+     * pool and a scan of a long queue grows by about 1 KiB per message. */
+    amqp_maybe_release_buffers(b->conn);
     amqp_rpc_reply_t r = amqp_basic_get(b->conn, BUS_CHANNEL, amqp_cstring_bytes(queue), 0);
     if (reply_err(r, "basic.get", err))
         return -1;

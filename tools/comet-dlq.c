@@ -35,6 +35,8 @@ enum dlq_cmd { CMD_NONE = 0, CMD_LIST, CMD_SHOW, CMD_REPLAY, CMD_PURGE, CMD_EXPO
  * reads until the queue is empty, bounded by this slack over the count so a
  * storm of new dead letters cannot keep it going forever. */
 #define SCAN_SLACK_MIN 1000
+#define REQUEUE_WAIT_MS 15000   /* bound on waiting for kept messages to be ready again */
+#define REQUEUE_POLL_US 20000
 #define BUS_H_REPLAYED_AT "x-comet-replayed-at" /* set on every replayed copy */
 
 static volatile sig_atomic_t interrupted;
@@ -720,6 +722,7 @@ static int scan_run(struct scan *s, struct err *e)
     long bound = s->depth + s->depth / 2 + SCAN_SLACK_MIN;
     s->progress = s->progress && s->depth >= PROGRESS_MIN;
     s->start_ms = now_ms();
+    s->last_progress_ms = s->start_ms; /* the first line after one interval, not at once */
     while (s->fetched < bound && !interrupted) {
         int got = bus_get(s->bus, BUS_Q_DEAD, &d, e);
         if (got < 0)
@@ -757,22 +760,61 @@ static int scan_run(struct scan *s, struct err *e)
     return 0;
 }
 
-/* Acks (remove) or requeues every tag of t. */
-static int tags_settle(struct bus *b, const struct tags *t, bool remove, struct err *e)
+/* A basic.get on the DLQ: the queue answers it only after applying every
+ * settlement this channel sent before it. A message it returns is new and
+ * is kept (requeued at the end). */
+static int scan_sync(struct scan *s, struct err *e)
+{
+    struct bus_delivery d;
+    int got = bus_get(s->bus, BUS_Q_DEAD, &d, e);
+    if (got < 0)
+        return -1;
+    if (got == 0)
+        return 0;
+    uint64_t tag = d.tag;
+    bus_delivery_clear(&d);
+    return tags_push(&s->kept, tag) ? err_set(e, ERR_INTERNAL, "out of memory") : 0;
+}
+
+/* Acks every tag of t. A quorum queue channel with more than 32
+ * settlements in flight stashes further ones until earlier ones are
+ * applied, and closing the channel drops that stash: those messages would
+ * silently return to the DLQ (seen on RabbitMQ 3.10). So the acks go in
+ * small batches, each followed by a synchronous basic.get, and the scan
+ * itself interleaves its acks with gets. */
+#define ACK_BATCH 8
+static int tags_ack(struct scan *s, const struct tags *t, struct err *e)
 {
     for (size_t i = 0; i < t->n; i++) {
-        int rc = remove ? bus_ack(b, t->v[i], e) : bus_nack(b, t->v[i], true, e);
-        if (rc != 0)
+        if (bus_ack(s->bus, t->v[i], e) != 0)
+            return -1;
+        if ((i + 1) % ACK_BATCH == 0 && scan_sync(s, e) != 0)
             return -1;
     }
     return 0;
 }
 
-/* Acks and nacks are not answered; a synchronous call after them proves the
- * channel is still open, i.e. the broker applied every one of them. */
-static int scan_barrier(struct scan *s, struct err *e)
+/* Requeues the kept messages, after every ack is applied (a lost nack is
+ * harmless: closing the channel requeues too). Then waits until the queue
+ * shows them ready again: the queue applies returns in the background, and
+ * a scan started meanwhile (the next command of a script) would miss them.
+ * The wait is a courtesy: past its bound the tool ends anyway. */
+static int scan_finish(struct scan *s, struct err *e)
 {
-    return bus_queue_depth(s->bus, BUS_Q_DEAD, e) < 0 ? -1 : 0;
+    if (scan_sync(s, e) != 0)
+        return -1;
+    for (size_t i = 0; i < s->kept.n; i++)
+        if (bus_nack(s->bus, s->kept.v[i], true, e) != 0)
+            return -1;
+    long long end = now_ms() + REQUEUE_WAIT_MS;
+    for (;;) {
+        long depth = bus_queue_depth(s->bus, BUS_Q_DEAD, e); /* also: the channel is still open */
+        if (depth < 0)
+            return -1;
+        if (depth >= (long)s->kept.n || now_ms() > end)
+            return 0;
+        usleep(REQUEUE_POLL_US);
+    }
 }
 
 /* Purge: what the operator agreed to. Reads the answer from the terminal. */
@@ -856,8 +898,14 @@ int main(int argc, char **argv)
     bool remove_held = false;
     if (o.cmd == CMD_PURGE && s.held.n > 0 && !interrupted)
         remove_held = o.yes || confirm_purge(s.held.n);
-    if (tags_settle(s.bus, &s.held, remove_held, &e) != 0 ||
-        tags_settle(s.bus, &s.kept, false, &e) != 0 || scan_barrier(&s, &e) != 0) {
+    /* Held messages the operator did not agree to remove are kept. */
+    for (size_t i = 0; !remove_held && i < s.held.n; i++) {
+        if (tags_push(&s.kept, s.held.v[i]) != 0) {
+            fprintf(stderr, "comet-dlq: out of memory (nothing was removed)\n");
+            goto out;
+        }
+    }
+    if ((remove_held && tags_ack(&s, &s.held, &e) != 0) || scan_finish(&s, &e) != 0) {
         fprintf(stderr, "comet-dlq: %s (unfinished messages stay in the DLQ)\n", e.msg);
         goto out;
     }
