@@ -339,12 +339,18 @@ int bus_declare_topology(struct bus *b, const int *tiers_ms, int ntiers, struct 
         declare_exchange(b, BUS_EX_DEAD, "fanout", err))
         return -1;
 
+    /* RabbitMQ dead-letters at most once by default: a message whose target
+     * is unavailable at that moment (a node restarting) is dropped. Quorum
+     * queues can dead-letter at least once (which needs reject-publish
+     * overflow); every queue that dead-letters a job uses it. */
     amqp_table_entry_t jobs_args[] = {
         entry_str("x-queue-type", "quorum"),
         entry_int("x-delivery-limit", BUS_DELIVERY_LIMIT),
         entry_str("x-dead-letter-exchange", BUS_EX_DEAD),
+        entry_str("x-dead-letter-strategy", "at-least-once"),
+        entry_str("x-overflow", "reject-publish"),
     };
-    if (declare_queue(b, BUS_Q_JOBS, jobs_args, 3, err))
+    if (declare_queue(b, BUS_Q_JOBS, jobs_args, 5, err))
         return -1;
     for (const char *const *k = job_keys; *k; k++)
         if (bind_queue(b, BUS_Q_JOBS, BUS_EX_JOBS, *k, err))
@@ -361,17 +367,22 @@ int bus_declare_topology(struct bus *b, const int *tiers_ms, int ntiers, struct 
         declare_queue(b, BUS_Q_RESULTS_DEAD, res_args, 1, err))
         return -1;
 
-    /* Retry tiers: classic queues (per-queue TTL) that nobody consumes; an
-     * expired message dead-letters back into comet.jobs with key "retry". */
+    /* Retry tiers: quorum queues with a per-queue TTL that nobody consumes;
+     * an expired message dead-letters back into comet.jobs with key "retry",
+     * at least once (a classic queue would drop it while comet.jobs is
+     * unavailable, e.g. during a broker restart). */
     for (int i = 0; i < ntiers; i++) {
         char name[64];
         bus_retry_queue_name(tiers_ms[i], name);
         amqp_table_entry_t targs[] = {
+            entry_str("x-queue-type", "quorum"),
             entry_int("x-message-ttl", tiers_ms[i]),
             entry_str("x-dead-letter-exchange", BUS_EX_JOBS),
             entry_str("x-dead-letter-routing-key", BUS_RK_RETRY),
+            entry_str("x-dead-letter-strategy", "at-least-once"),
+            entry_str("x-overflow", "reject-publish"),
         };
-        if (declare_queue(b, name, targs, 3, err))
+        if (declare_queue(b, name, targs, 6, err))
             return -1;
     }
     return 0;

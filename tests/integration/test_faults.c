@@ -176,6 +176,21 @@ static void test_faults_kill9_worker_mid_burst(void **state)
     /* Slow Comet a little so the burst is still running when the kill lands. */
     json_object_put(h_fake(&H, "/__fake/config", "{\"latency_ms\":5}"));
     publish_burst(30000, c, n);
+    /* Poison of every bad-input kind, mixed into the burst. */
+    enum { NPOISON = 5 };
+    static const char *const bodies[NPOISON] = {
+        "{not json", "{\"v\":9}", "[1,2,3]", "{\"v\":1,\"action\":\"create\"}", "{\"v\":1}",
+    };
+    char poison_ids[NPOISON][UUID_STR_LEN];
+    const struct key *k = keyring_active(&H.cfg.keys);
+    for (int i = 0; i < NPOISON; i++) {
+        uuid4(poison_ids[i]);
+        char *sig = sign_body_b64(k, bodies[i], strlen(bodies[i]));
+        /* The last one is signed with a wrong signature. */
+        assert_int_equal(h_publish_raw(&H, bodies[i], k->id, i == NPOISON - 1 ? "AAAA" : sig,
+                                       "create", poison_ids[i]), 0);
+        free(sig);
+    }
     long long until = h_now_ms() + 60000;
     while (H.nresults < (size_t)n / 2 && h_now_ms() < until)
         h_pump(&H, 50);
@@ -185,7 +200,14 @@ static void test_faults_kill9_worker_mid_burst(void **state)
     H.worker_pids[0] = 0;
     long long fault_end = wall_ms();
     assert_int_equal(h_start_worker(&H, NULL), 0);
-    check_burst(30000, c, n, fault_end, "kill -9 one of 3 workers");
+    check_burst(30000, c, n, fault_end, "kill -9 one of 3 workers, 5 poison messages mixed in");
+    for (int i = 0; i < NPOISON; i++) {
+        const struct result *r = h_wait(&H, poison_ids[i], 20000);
+        assert_non_null(r);
+        assert_int_equal(r->status, RESULT_FAILED);
+        assert_int_equal(err_class_of(r->error.code), ERRC_INVALID);
+        assert_int_equal(h_count(&H, poison_ids[i], RESULT_RETRYING), 0);
+    }
     json_object_put(h_fake(&H, "/__fake/config", "{\"latency_ms\":0}"));
     free(c);
 }
@@ -313,8 +335,9 @@ static void test_faults_rabbitmq_restart_mid_burst(void **state)
     int n = burst_services;
     struct chain *c = calloc((size_t)n, sizeof(*c));
     assert_non_null(c);
-    /* 20 ms per Comet call keeps the burst running through the restart. */
-    json_object_put(h_fake(&H, "/__fake/config", "{\"latency_ms\":20,\"error_rate\":0}"));
+    /* 80 ms per Comet call keeps the burst running through the restart
+     * (a graceful broker stop itself takes a few seconds). */
+    json_object_put(h_fake(&H, "/__fake/config", "{\"latency_ms\":80,\"error_rate\":0}"));
     publish_burst(50000, c, n);
     usleep(300000);
     assert_int_equal(services("restart-rabbitmq"), 0);
