@@ -14,6 +14,7 @@
 #include "config.h"
 #include "job.h"
 #include "log.h"
+#include "store.h"
 
 /* Exit codes: a script tells "nothing to do" from "failed" from "typo". */
 enum dlq_exit {
@@ -546,6 +547,21 @@ static bool replay_drops(const char *key)
     return strncmp(key, "x-first-death-", 14) == 0 || strncmp(key, "x-last-death-", 13) == 0;
 }
 
+/* Redis, when reachable: a replayed job is marked "queued" before it is
+ * published, so a successor replayed with it (its `after`) waits for it
+ * instead of running against a predecessor that failed last time. */
+static struct store *replay_store;
+static int replay_retention_s;
+
+static void mark_queued(const struct dead *x)
+{
+    struct err e;
+    if (!replay_store || !x->job_id[0])
+        return;
+    if (store_job_set(replay_store, x->job_id, "state", "queued", replay_retention_s, &e) != 0)
+        fprintf(stderr, "comet-dlq: warning: job %s not marked queued in Redis: %s\n", x->job_id, e.msg);
+}
+
 /* Republishes a dead message to comet.jobs and waits for the confirm.
  * 0 = confirmed (the caller may now remove it), -1 with e. */
 static int replay_one(struct bus *b, const struct bus_delivery *d, const struct dead *x, bool force,
@@ -579,6 +595,7 @@ static int replay_one(struct bus *b, const struct bus_delivery *d, const struct 
         bus_msg_clear(&m);
         return err_set(e, ERR_INTERNAL, "cannot build the copy (out of memory or too many headers)");
     }
+    mark_queued(x);
     rc = bus_publish_wait(b, &m, timeout_ms, e);
     bus_msg_clear(&m);
     return rc;
@@ -876,6 +893,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "comet-dlq: broker unreachable: %s\n", e.msg);
         goto out;
     }
+    if (o.cmd == CMD_REPLAY && !o.dry_run) {
+        replay_retention_s = cfg.job_retention_seconds;
+        replay_store = store_connect(&cfg, &e);
+        if (!replay_store)
+            fprintf(stderr, "comet-dlq: warning: Redis unreachable (%s): jobs of one service "
+                            "replayed together may run out of order\n", e.msg);
+    }
     rc = DLQ_EXIT_FAILED;
     bool list_json = o.json && (o.cmd == CMD_LIST || o.cmd == CMD_REPLAY);
     if (o.cmd == CMD_LIST && !o.json)
@@ -933,6 +957,7 @@ int main(int argc, char **argv)
     if (s.failed > 0)
         rc = DLQ_EXIT_FAILED;
 out:
+    store_free(replay_store);
     bus_free(s.bus); /* closing the channel requeues anything still unacked */
     free(s.kept.v);
     free(s.held.v);
