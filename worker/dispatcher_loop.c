@@ -11,6 +11,7 @@
 #include "dispatcher_http.h"
 #include "job.h"
 #include "log.h"
+#include "metrics.h"
 
 #define WAIT_SLICE_MS 200        /* bound on how late a stop, retry or heartbeat is noticed */
 #define BACKOFF_MIN_MS 200       /* broker reconnect backoff, as the worker's runner */
@@ -262,6 +263,12 @@ static void on_posted(const struct dhttp_done *done, void *arg)
     int rc = 0;
     struct log_fields f = event_fields(ev);
     f.duration_ms = done->duration_ms;
+    static const enum metrics_delivery_outcome as_metric[] = {
+        [DHTTP_DELIVERED] = METRICS_DELIVERY_DELIVERED,
+        [DHTTP_RETRY] = METRICS_DELIVERY_RETRIED,
+        [DHTTP_REFUSED] = METRICS_DELIVERY_DEAD_LETTERED,
+    };
+    metrics_dispatch_done(as_metric[done->outcome], done->duration_ms / 1000.0);
     switch (done->outcome) {
     case DHTTP_DELIVERED:
         if (ev->attempts > 1 || log_enabled(LOGL_DEBUG))
