@@ -173,6 +173,76 @@ static redisReply *store_command(struct store *s, struct err *err, const char *f
     return r;
 }
 
+/* ---- pipelines ------------------------------------------------------------ */
+
+/* Queues one command of a pipeline (sent by pipeline_collect). A failure
+ * leaves a partial command in the output buffer: the context is dropped. */
+static int pipeline_append(struct store *s, struct err *err, const char *fmt, ...)
+{
+    va_list ap;
+    int rc;
+
+    va_start(ap, fmt);
+    rc = redisvAppendCommand(s->ctx, fmt, ap);
+    va_end(ap);
+    if (rc != REDIS_OK) {
+        s->broken = true;
+        return err_set(err, ERR_STORE_UNAVAILABLE, "redis: cannot queue a command: %s",
+                       s->ctx->errstr[0] ? s->ctx->errstr : "out of memory");
+    }
+    return 0;
+}
+
+/* Sends the n queued commands in one write and reads their n replies: one
+ * round trip instead of n. 0 with every reply in r[] (caller frees), or -1
+ * with err and nothing to free. Every reply is read even after an error
+ * reply, so the connection stays in step; a connection failure drops it. */
+static int pipeline_collect(struct store *s, size_t n, redisReply **r, struct err *err)
+{
+    int rc = 0;
+    size_t got = 0;
+
+    for (; got < n; got++) {
+        void *reply = NULL;
+
+        if (redisGetReply(s->ctx, &reply) != REDIS_OK || reply == NULL) {
+            s->broken = true;
+            rc = err_set(err, ERR_STORE_UNAVAILABLE, "redis: %s", s->ctx->errstr);
+            break;
+        }
+        r[got] = reply;
+        if (r[got]->type == REDIS_REPLY_ERROR && rc == 0)
+            rc = err_set(err, ERR_STORE_UNAVAILABLE, "redis error: %.*s",
+                         (int)(r[got]->len > 120 ? 120 : r[got]->len), r[got]->str);
+    }
+    if (rc != 0) {
+        for (size_t i = 0; i < got; i++)
+            freeReplyObject(r[i]);
+        memset(r, 0, n * sizeof(*r));
+    }
+    return rc;
+}
+
+static void pipeline_free(size_t n, redisReply **r)
+{
+    for (size_t i = 0; i < n; i++)
+        freeReplyObject(r[i]);
+}
+
+/* Copies a string reply into out ("" for nil); -1 when it does not fit. */
+static int reply_copy(const redisReply *r, char *out, size_t outlen, const char *what,
+                      struct err *err)
+{
+    out[0] = '\0';
+    if (r == NULL || r->type != REDIS_REPLY_STRING)
+        return 0;
+    if (r->len >= outlen)
+        return err_set(err, ERR_INTERNAL, "job field %s longer than its buffer", what);
+    memcpy(out, r->str, r->len);
+    out[r->len] = '\0';
+    return 0;
+}
+
 int store_ping(struct store *s, struct err *err)
 {
     redisReply *r = store_command(s, err, "PING");
@@ -304,22 +374,89 @@ int store_job_get(struct store *s, const char *job_id, const char *field, char *
 int store_job_set(struct store *s, const char *job_id, const char *field, const char *value,
                   int retention_seconds, struct err *err)
 {
+    return store_job_set_fields(s, job_id, 1, &field, &value, retention_seconds, err);
+}
+
+int store_job_get_fields(struct store *s, const char *job_id, size_t n, const char *const *fields,
+                         char *const *outs, const size_t *outlens, struct err *err)
+{
     char key[STORE_KEY_MAX];
+    const char *argv[2 + STORE_FIELDS_MAX];
     redisReply *r;
 
-    if (make_key(s, key, "job", job_id, NULL, err) != 0)
+    if (n == 0 || n > STORE_FIELDS_MAX)
+        return err_set(err, ERR_INTERNAL, "store_job_get_fields: %zu fields", n);
+    for (size_t i = 0; i < n; i++) {
+        if (outlens[i] == 0)
+            return err_set(err, ERR_INTERNAL, "store_job_get_fields: empty buffer");
+        outs[i][0] = '\0';
+    }
+    if (make_key(s, key, "job", job_id, NULL, err) != 0 || store_ensure(s, err) != 0)
         return -1;
-    r = store_command(s, err, "HSET %s %s %s", key, field, value);
-    if (r == NULL)
-        return -1;
+    argv[0] = "HMGET";
+    argv[1] = key;
+    for (size_t i = 0; i < n; i++)
+        argv[2 + i] = fields[i];
+    r = redisCommandArgv(s->ctx, (int)(2 + n), argv, NULL);
+    if (r == NULL) {
+        s->broken = true;
+        return err_set(err, ERR_STORE_UNAVAILABLE, "redis: %s", s->ctx->errstr);
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != n) {
+        int type = r->type;
+
+        freeReplyObject(r);
+        return err_set(err, ERR_STORE_UNAVAILABLE, "redis HMGET: unexpected reply type %d", type);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (reply_copy(r->element[i], outs[i], outlens[i], fields[i], err) != 0) {
+            freeReplyObject(r);
+            return -1;
+        }
+    }
     freeReplyObject(r);
-    if (retention_seconds <= 0)
-        return 0;
-    /* Refreshed on every write: the state lives retention after the last step. */
-    r = store_command(s, err, "EXPIRE %s %d", key, retention_seconds);
-    if (r == NULL)
+    return 0;
+}
+
+/* Queues HSET key f1 v1 ... (one command, so the fields land together). */
+static int append_hset(struct store *s, const char *key, size_t n, const char *const *fields,
+                       const char *const *values, struct err *err)
+{
+    const char *argv[2 + 2 * STORE_FIELDS_MAX];
+
+    argv[0] = "HSET";
+    argv[1] = key;
+    for (size_t i = 0; i < n; i++) {
+        argv[2 + 2 * i] = fields[i];
+        argv[3 + 2 * i] = values[i];
+    }
+    if (redisAppendCommandArgv(s->ctx, (int)(2 + 2 * n), argv, NULL) != REDIS_OK) {
+        s->broken = true;
+        return err_set(err, ERR_STORE_UNAVAILABLE, "redis: cannot queue HSET");
+    }
+    return 0;
+}
+
+int store_job_set_fields(struct store *s, const char *job_id, size_t n, const char *const *fields,
+                         const char *const *values, int retention_seconds, struct err *err)
+{
+    char key[STORE_KEY_MAX];
+    redisReply *r[2] = { NULL, NULL };
+    size_t ncmd = retention_seconds > 0 ? 2 : 1;
+
+    if (n == 0 || n > STORE_FIELDS_MAX)
+        return err_set(err, ERR_INTERNAL, "store_job_set_fields: %zu fields", n);
+    if (make_key(s, key, "job", job_id, NULL, err) != 0 || store_ensure(s, err) != 0)
         return -1;
-    freeReplyObject(r);
+    /* HSET and the expiry refresh (the state lives retention after the last
+     * step) go out together: one round trip. */
+    if (append_hset(s, key, n, fields, values, err) != 0 ||
+        (retention_seconds > 0 &&
+         pipeline_append(s, err, "EXPIRE %s %d", key, retention_seconds) != 0))
+        return -1;
+    if (pipeline_collect(s, ncmd, r, err) != 0)
+        return -1;
+    pipeline_free(ncmd, r);
     return 0;
 }
 
@@ -405,5 +542,98 @@ int store_service_unlock(struct store *s, const char *server, long long service_
     if (r == NULL)
         return -1;
     freeReplyObject(r);
+    return 0;
+}
+
+/* ---- the gate's round trips ----------------------------------------------- */
+
+int store_gate_read(struct store *s, const char *job_id, const char *server, long long service_id,
+                    bool want_seq, const char *after, struct store_gate_view *v, struct err *err)
+{
+    char jkey[STORE_KEY_MAX], skey[STORE_KEY_MAX], akey[STORE_KEY_MAX], sid[32];
+    redisReply *r[3] = { NULL, NULL, NULL };
+    size_t n = 1, seq_at = 0, after_at = 0;
+    int rc = 0;
+
+    v->state[0] = v->result[0] = v->after_state[0] = '\0';
+    v->high_seq = -1;
+    snprintf(sid, sizeof(sid), "%lld", service_id);
+    if (make_key(s, jkey, "job", job_id, NULL, err) != 0 ||
+        (want_seq && make_key(s, skey, "svc", server, sid, err) != 0) ||
+        (after != NULL && after[0] && make_key(s, akey, "job", after, NULL, err) != 0) ||
+        store_ensure(s, err) != 0)
+        return -1;
+    /* Everything the verdict may need, in one round trip; the result is
+     * absent (nil, cheap) unless the job already succeeded. */
+    if (pipeline_append(s, err, "HMGET %s state result", jkey) != 0)
+        return -1;
+    if (want_seq) {
+        seq_at = n++;
+        if (pipeline_append(s, err, "GET %s", skey) != 0)
+            return -1;
+    }
+    if (after != NULL && after[0]) {
+        after_at = n++;
+        if (pipeline_append(s, err, "HGET %s state", akey) != 0)
+            return -1;
+    }
+    if (pipeline_collect(s, n, r, err) != 0)
+        return -1;
+    if (r[0]->type != REDIS_REPLY_ARRAY || r[0]->elements != 2)
+        rc = err_set(err, ERR_STORE_UNAVAILABLE, "redis HMGET: unexpected reply type %d", r[0]->type);
+    if (rc == 0)
+        rc = reply_copy(r[0]->element[0], v->state, sizeof(v->state), "state", err);
+    if (rc == 0)
+        rc = reply_copy(r[0]->element[1], v->result, sizeof(v->result), "result", err);
+    if (rc == 0 && seq_at && r[seq_at]->type == REDIS_REPLY_STRING) {
+        char *end = NULL;
+        long long high = strtoll(r[seq_at]->str, &end, 10);
+
+        if (end != NULL && *end == '\0')
+            v->high_seq = high;
+    }
+    if (rc == 0 && after_at)
+        rc = reply_copy(r[after_at], v->after_state, sizeof(v->after_state), "state", err);
+    pipeline_free(n, r);
+    return rc;
+}
+
+int store_job_finish(struct store *s, const char *job_id, const char *state, const char *result_json,
+                     int retention_seconds, const char *server, long long service_id,
+                     long long seq, struct err *err)
+{
+    char jkey[STORE_KEY_MAX], skey[STORE_KEY_MAX], sid[32];
+    const char *fields[2], *values[2];
+    redisReply *r[3] = { NULL, NULL, NULL };
+    size_t nf = 0, n = 1;
+
+    snprintf(sid, sizeof(sid), "%lld", service_id);
+    if (make_key(s, jkey, "job", job_id, NULL, err) != 0 ||
+        (seq > 0 && make_key(s, skey, "svc", server, sid, err) != 0) ||
+        store_ensure(s, err) != 0)
+        return -1;
+    /* One HSET: a reader that sees the terminal state also finds the result. */
+    if (result_json != NULL) {
+        fields[nf] = "result";
+        values[nf++] = result_json;
+    }
+    fields[nf] = "state";
+    values[nf++] = state;
+    if (append_hset(s, jkey, nf, fields, values, err) != 0)
+        return -1;
+    if (retention_seconds > 0) {
+        n++;
+        if (pipeline_append(s, err, "EXPIRE %s %d", jkey, retention_seconds) != 0)
+            return -1;
+    }
+    if (seq > 0) {
+        n++;
+        if (pipeline_append(s, err, "EVAL %s 1 %s %lld %d", raise_script, skey, seq,
+                            retention_seconds > 0 ? retention_seconds : 604800) != 0)
+            return -1;
+    }
+    if (pipeline_collect(s, n, r, err) != 0)
+        return -1;
+    pipeline_free(n, r);
     return 0;
 }

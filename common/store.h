@@ -44,6 +44,36 @@ int store_job_get(struct store *s, const char *job_id, const char *field, char *
 int store_job_set(struct store *s, const char *job_id, const char *field, const char *value,
                   int retention_seconds, struct err *err);
 
+/* Most fields one pipelined call reads or writes. */
+#define STORE_FIELDS_MAX 8
+
+/* Several fields of job:<id> in one round trip (HMGET); each outs[i] is ""
+ * when absent. */
+int store_job_get_fields(struct store *s, const char *job_id, size_t n, const char *const *fields,
+                         char *const *outs, const size_t *outlens, struct err *err);
+/* Several fields in one HSET (they land together) plus the expiry refresh,
+ * in one round trip. store_job_set is the one-field case. */
+int store_job_set_fields(struct store *s, const char *job_id, size_t n, const char *const *fields,
+                         const char *const *values, int retention_seconds, struct err *err);
+
+/* What the gate reads before a job runs, fetched in one round trip. */
+struct store_gate_view {
+    char state[32];          /* the job's state field, "" when none */
+    char result[4096];       /* its stored result event, "" when none */
+    long long high_seq;      /* the service's high-water mark, -1 when none or not asked */
+    char after_state[32];    /* the predecessor's state, "" when none or not asked */
+};
+/* Reads job:<job_id> state and result, svc:<server>:<service_id> when
+ * want_seq, and job:<after> state when after is non-empty. */
+int store_gate_read(struct store *s, const char *job_id, const char *server, long long service_id,
+                    bool want_seq, const char *after, struct store_gate_view *v, struct err *err);
+/* A job's terminal record in one round trip: HSET result (when non-NULL)
+ * and state together, the expiry refresh, and when seq > 0 the service's
+ * high-water mark raised as store_service_seq_raise does. */
+int store_job_finish(struct store *s, const char *job_id, const char *state, const char *result_json,
+                     int retention_seconds, const char *server, long long service_id,
+                     long long seq, struct err *err);
+
 /* Per-service high-water mark: the highest seq that succeeded for a
  * service (svc:<server>:<service_id>); -1 when none is recorded. Used to
  * skip replays superseded by a later job. */

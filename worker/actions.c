@@ -483,9 +483,15 @@ static int create_vault(struct action_ctx *ctx, const struct job *job, const cha
     vault_id[0] = '\0';
     if (job->storage_provider[0] == '\0')
         return 0;
-    if (store_job_get(ctx->store, job->job_id, STEP_VAULT_ID, recorded, sizeof(recorded), err) != 0 ||
-        store_job_get(ctx->store, job->job_id, STEP_VAULT, step, sizeof(step), err) != 0)
-        return -1;
+    {
+        /* Both step fields in one round trip. */
+        const char *fields[] = { STEP_VAULT_ID, STEP_VAULT };
+        char *outs[] = { recorded, step };
+        const size_t lens[] = { sizeof(recorded), sizeof(step) };
+
+        if (store_job_get_fields(ctx->store, job->job_id, 2, fields, outs, lens, err) != 0)
+            return -1;
+    }
     if (strcmp(step, STEP_STARTED) == 0) {
         if (vault_find(ctx, job, user, recorded, vault_id, err) != 0)
             return -1;

@@ -30,33 +30,26 @@ static int first_tier_ms(const struct config *cfg)
 int gate_enter(struct store *s, const struct config *cfg, const struct job *job, bool forced,
                long long waits, struct gate *g, struct err *err)
 {
-    char state[32];
+    struct store_gate_view v;
+    bool want_seq = !forced && job->seq > 0;
     memset(g, 0, sizeof(*g));
-    if (store_job_get(s, job->job_id, "state", state, sizeof(state), err) != 0)
+    /* One round trip for every read the verdict may need. */
+    if (store_gate_read(s, job->job_id, job->server_url, job->service_id, want_seq, job->after,
+                        &v, err) != 0)
         return -1;
-    if (strcmp(state, "succeeded") == 0) {
-        if (store_job_get(s, job->job_id, "result", g->stored_result, sizeof(g->stored_result), err))
-            return -1;
-        if (g->stored_result[0]) {
-            g->verdict = GATE_DUPLICATE;
-            return 0;
-        }
+    if (strcmp(v.state, "succeeded") == 0 && v.result[0]) {
+        snprintf(g->stored_result, sizeof(g->stored_result), "%s", v.result);
+        g->verdict = GATE_DUPLICATE;
+        return 0;
     }
-    if (!forced && job->seq > 0) {
-        long long high;
-        if (store_service_seq_get(s, job->server_url, job->service_id, &high, err) != 0)
-            return -1;
-        if (high > job->seq) {
-            g->verdict = GATE_SUPERSEDED;
-            snprintf(g->reason, sizeof(g->reason), "superseded: seq %lld of service %lld already succeeded",
-                     high, job->service_id);
-            return 0;
-        }
+    if (want_seq && v.high_seq > job->seq) {
+        g->verdict = GATE_SUPERSEDED;
+        snprintf(g->reason, sizeof(g->reason), "superseded: seq %lld of service %lld already succeeded",
+                 v.high_seq, job->service_id);
+        return 0;
     }
     if (job->after[0]) {
-        char pstate[32];
-        if (store_job_get(s, job->after, "state", pstate, sizeof(pstate), err) != 0)
-            return -1;
+        const char *pstate = v.after_state;
         if (!terminal(pstate)) {
             if (waits * first_tier_ms(cfg) < MAX_WAIT_MS) {
                 g->verdict = GATE_WAIT;
@@ -93,17 +86,15 @@ int gate_record(struct store *s, const struct config *cfg, const struct job *job
                 enum result_status status, const char *result_json, struct err *err)
 {
     int keep = cfg->job_retention_seconds;
-    if (status == RESULT_SUCCEEDED) {
-        /* Result first, then state: a reader that sees "succeeded" finds the result. */
-        if (store_job_set(s, job->job_id, "result", result_json ? result_json : "", keep, err) ||
-            store_job_set(s, job->job_id, "state", "succeeded", keep, err))
-            return -1;
-        return job->seq > 0 ? store_service_seq_raise(s, job->server_url, job->service_id, job->seq,
-                                                      keep, err)
-                            : 0;
-    }
+    /* State, result, expiry and high-water mark in one round trip; the
+     * result and state land in one HSET, so a reader that sees
+     * "succeeded" finds the result. */
+    if (status == RESULT_SUCCEEDED)
+        return store_job_finish(s, job->job_id, "succeeded", result_json ? result_json : "", keep,
+                                job->server_url, job->service_id, job->seq > 0 ? job->seq : 0, err);
     if (status == RESULT_FAILED || status == RESULT_SKIPPED)
-        return store_job_set(s, job->job_id, "state", result_status_name(status), keep, err);
+        return store_job_finish(s, job->job_id, result_status_name(status), NULL, keep,
+                                job->server_url, job->service_id, 0, err);
     return 0; /* retrying: not terminal, successors keep waiting */
 }
 
