@@ -22,15 +22,19 @@ struct done_item {
     struct done_item *next;
 };
 
+/* Two locks, so threads handing back outcomes never contend with threads
+ * waiting for work (with 128 threads one lock made most futex calls). */
 struct pool {
     const struct config *cfg;
-    pthread_mutex_t mu;
+    pthread_mutex_t mu;         /* the work queue and stopping */
     pthread_cond_t cv;          /* signalled when work arrives or on stop */
     struct pool_item *head, *tail;  /* FIFO of deliveries not yet started */
+    bool stopping;
+    pthread_mutex_t done_mu;    /* the done list, busy and store_down */
     struct done_item *done_head, *done_tail;
     size_t busy;                /* queued + running */
-    bool stopping;
     bool store_down;
+    struct done_item *taken;    /* consumer-side: outcomes taken in one go, not yet handed out */
     int efd;                    /* eventfd: outcomes are waiting */
     pthread_t *threads;
     int nthreads;
@@ -63,26 +67,31 @@ static void *pool_thread(void *arg)
             process_delivery(&ctx, &it->d, &done->out);
         }
         uint64_t one = 1;
-        pthread_mutex_lock(&p->mu);
-        if (done) {
+        bool wake = false;
+        if (done)
             done->out.generation = it->generation;
+        else
+            /* Out of memory: the delivery stays unacked and is redelivered
+             * when the connection goes; count it as finished here. */
+            log_error("pool: out of memory for an outcome");
+        pthread_mutex_lock(&p->done_mu);
+        if (done) {
             p->store_down = done->out.store_down;
+            /* Only the first outcome of a batch wakes the consumer: it
+             * takes the whole list at once. */
+            wake = p->done_head == NULL;
             if (p->done_tail)
                 p->done_tail->next = done;
             else
                 p->done_head = done;
             p->done_tail = done;
-        } else {
-            /* Out of memory: the delivery stays unacked and is redelivered
-             * when the connection goes; count it as finished here. */
-            log_error("pool: out of memory for an outcome");
         }
         p->busy--;
-        pthread_mutex_unlock(&p->mu);
+        pthread_mutex_unlock(&p->done_mu);
         metrics_inflight_add(-1);
         bus_delivery_clear(&it->d);
         free(it);
-        if (write(p->efd, &one, sizeof(one)) != sizeof(one))
+        if (wake && write(p->efd, &one, sizeof(one)) != sizeof(one))
             log_warn("pool: eventfd write failed");
     }
     process_ctx_clear(&ctx);
@@ -108,6 +117,7 @@ struct pool *pool_new(const struct config *cfg, int nthreads, struct err *err)
         return NULL;
     }
     pthread_mutex_init(&p->mu, NULL);
+    pthread_mutex_init(&p->done_mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     /* Jobs are I/O bound and shallow: a small stack keeps 128 threads cheap. */
     pthread_attr_t attr;
@@ -143,13 +153,16 @@ void pool_free(struct pool *p)
         bus_delivery_clear(&it->d);
         free(it);
     }
-    while (p->done_head) {
-        struct done_item *d = p->done_head;
-        p->done_head = d->next;
-        outcome_clear(&d->out);
-        free(d);
-    }
+    struct done_item *lists[2] = { p->taken, p->done_head };
+    for (int l = 0; l < 2; l++)
+        while (lists[l]) {
+            struct done_item *d = lists[l];
+            lists[l] = d->next;
+            outcome_clear(&d->out);
+            free(d);
+        }
     pthread_mutex_destroy(&p->mu);
+    pthread_mutex_destroy(&p->done_mu);
     pthread_cond_destroy(&p->cv);
     close(p->efd);
     free(p->threads);
@@ -164,15 +177,18 @@ int pool_submit(struct pool *p, struct bus_delivery *d, unsigned generation)
     it->d = *d;
     memset(d, 0, sizeof(*d)); /* the queue owns the body now */
     it->generation = generation;
+    pthread_mutex_lock(&p->done_mu);
+    p->busy++;
+    pthread_mutex_unlock(&p->done_mu);
     pthread_mutex_lock(&p->mu);
     if (p->tail)
         p->tail->next = it;
     else
         p->head = it;
     p->tail = it;
-    p->busy++;
-    pthread_cond_signal(&p->cv);
     pthread_mutex_unlock(&p->mu);
+    /* Signalled after the unlock: the woken thread does not block on it. */
+    pthread_cond_signal(&p->cv);
     metrics_inflight_add(1);
     return 0;
 }
@@ -184,19 +200,24 @@ int pool_wake_fd(const struct pool *p)
 
 struct outcome *pool_take_done(struct pool *p)
 {
-    uint64_t n;
-    /* Drain the counter first: a completion after this read re-arms it. */
-    if (read(p->efd, &n, sizeof(n)) < 0) {
-        /* EAGAIN: nothing signalled; the list may still hold items. */
+    if (!p->taken) {
+        uint64_t n;
+        /* Drain the counter first: an outcome added after this read finds
+         * the list empty again and re-arms it. */
+        if (read(p->efd, &n, sizeof(n)) < 0) {
+            /* EAGAIN: nothing signalled; the list may still hold items. */
+        }
+        /* The whole list in one lock; only the consumer thread takes. */
+        pthread_mutex_lock(&p->done_mu);
+        p->taken = p->done_head;
+        p->done_head = p->done_tail = NULL;
+        pthread_mutex_unlock(&p->done_mu);
     }
-    pthread_mutex_lock(&p->mu);
-    struct done_item *d = p->done_head;
+    struct done_item *d = p->taken;
     if (d) {
-        p->done_head = d->next;
-        if (!p->done_head)
-            p->done_tail = NULL;
+        p->taken = d->next;
+        d->next = NULL;
     }
-    pthread_mutex_unlock(&p->mu);
     /* struct outcome is the first member: the item is the outcome. */
     return d ? &d->out : NULL;
 }
@@ -221,7 +242,9 @@ size_t pool_take_pending(struct pool *p, uint64_t *tags, unsigned *gens, size_t 
         tags[n] = it->d.tag;
         gens[n] = it->generation;
         n++;
+        pthread_mutex_lock(&p->done_mu);
         p->busy--;
+        pthread_mutex_unlock(&p->done_mu);
         metrics_inflight_add(-1);
         bus_delivery_clear(&it->d);
         free(it);
@@ -232,16 +255,16 @@ size_t pool_take_pending(struct pool *p, uint64_t *tags, unsigned *gens, size_t 
 
 size_t pool_busy(struct pool *p)
 {
-    pthread_mutex_lock(&p->mu);
+    pthread_mutex_lock(&p->done_mu);
     size_t n = p->busy;
-    pthread_mutex_unlock(&p->mu);
+    pthread_mutex_unlock(&p->done_mu);
     return n;
 }
 
 bool pool_store_down(struct pool *p)
 {
-    pthread_mutex_lock(&p->mu);
+    pthread_mutex_lock(&p->done_mu);
     bool down = p->store_down;
-    pthread_mutex_unlock(&p->mu);
+    pthread_mutex_unlock(&p->done_mu);
     return down;
 }
