@@ -76,6 +76,12 @@ struct comet_client {
     int timeout_ms;
     struct buf resp;                  /* reused response buffer */
     char errbuf[CURL_ERROR_SIZE];     /* curl's detail for the last failure */
+    /* The options that stay the same from call to call are set once, for
+     * the TLS settings of one server; a call to a server with other TLS
+     * settings resets the handle and sets them again. */
+    bool opts_set;
+    bool opts_insecure;
+    char opts_ca_file[CONFIG_STR];
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -404,22 +410,17 @@ static int form_build(CURL *curl, const struct config_server *server,
     return 0;
 }
 
-/* Sets every option of one call on a freshly reset handle; the first
- * failing setopt stops and is returned. */
-static CURLcode call_prepare(struct comet_client *c, const struct config_server *server,
-                             const struct comet_endpoint_row *row, const char *url,
-                             const struct buf *form)
+/* Sets the options every call shares (and the server's TLS settings) on a
+ * freshly reset handle; the first failing setopt stops and is returned. */
+static CURLcode call_prepare_constant(struct comet_client *c, const struct config_server *server)
 {
     CURLcode rc = CURLE_OK;
 
 #define SETOPT(opt, val) do { if (rc == CURLE_OK) rc = curl_easy_setopt(c->curl, opt, val); } while (0)
-    SETOPT(CURLOPT_URL, url);
     SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
     SETOPT(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
     SETOPT(CURLOPT_NOSIGNAL, 1L);            /* threads: no SIGALRM for DNS timeouts */
     SETOPT(CURLOPT_POST, 1L);
-    SETOPT(CURLOPT_POSTFIELDS, form->data);
-    SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)form->len);
     SETOPT(CURLOPT_HTTPHEADER, c->headers);
     SETOPT(CURLOPT_USERAGENT, "comet-worker/1");
     SETOPT(CURLOPT_ACCEPT_ENCODING, "");     /* whatever libcurl decodes (gzip) */
@@ -435,18 +436,47 @@ static CURLcode call_prepare(struct comet_client *c, const struct config_server 
     SETOPT(CURLOPT_WRITEFUNCTION, on_body);
     SETOPT(CURLOPT_WRITEDATA, &c->resp);
     SETOPT(CURLOPT_ERRORBUFFER, c->errbuf);
+#undef SETOPT
+    return rc;
+}
+
+/* Sets the options of one call: the shared ones when the handle does not
+ * hold them for this server's TLS settings yet, then URL, body and
+ * connection reuse. */
+static CURLcode call_prepare(struct comet_client *c, const struct config_server *server,
+                             const struct comet_endpoint_row *row, const char *url,
+                             const struct buf *form)
+{
+    CURLcode rc = CURLE_OK;
+
+    if (!c->opts_set || c->opts_insecure != server->insecure ||
+        strcmp(c->opts_ca_file, server->ca_file) != 0) {
+        /* Reset drops the old options but keeps live connections. */
+        curl_easy_reset(c->curl);
+        c->opts_set = false;
+        rc = call_prepare_constant(c, server);
+        if (rc != CURLE_OK)
+            return rc;
+        c->opts_set = true;
+        c->opts_insecure = server->insecure;
+        snprintf(c->opts_ca_file, sizeof(c->opts_ca_file), "%s", server->ca_file);
+    }
+#define SETOPT(opt, val) do { if (rc == CURLE_OK) rc = curl_easy_setopt(c->curl, opt, val); } while (0)
+    SETOPT(CURLOPT_URL, url);
+    SETOPT(CURLOPT_POSTFIELDS, form->data);
+    SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)form->len);
     /* On a reused connection that dies before any answer, libcurl silently
      * sends the request again. Comet may have committed the first one
      * (each request-storage-vault adds a vault), so these go on a new
-     * connection, where libcurl never retries. */
-    if (row->fresh) {
-        SETOPT(CURLOPT_FRESH_CONNECT, 1L);
-        /* ...and closed after: otherwise every such call parks one more
-         * idle connection in the handle's cache, and hundreds of threads
-         * exhaust the server's connection limit. */
-        SETOPT(CURLOPT_FORBID_REUSE, 1L);
-    }
+     * connection, where libcurl never retries; and it is closed after:
+     * otherwise every such call parks one more idle connection in the
+     * handle's cache, and hundreds of threads exhaust the server's
+     * connection limit. Both are set on every call, as they persist. */
+    SETOPT(CURLOPT_FRESH_CONNECT, row->fresh ? 1L : 0L);
+    SETOPT(CURLOPT_FORBID_REUSE, row->fresh ? 1L : 0L);
 #undef SETOPT
+    if (rc != CURLE_OK)
+        c->opts_set = false; /* start from a reset handle next time */
     return rc;
 }
 
@@ -487,8 +517,6 @@ int comet_call(struct comet_client *c, const struct config_server *server,
                  endpoint_table[ep].path) >= (int)sizeof(url))
         return err_set(err, ERR_UNKNOWN_SERVER, "server URL too long");
 
-    /* Reset drops last call's options but keeps live connections. */
-    curl_easy_reset(c->curl);
     c->resp.len = 0;
     c->resp.overflow = false;
     c->errbuf[0] = '\0';
