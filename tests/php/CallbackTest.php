@@ -168,6 +168,22 @@ final class CallbackTest extends TestCase
         $this->assertSame('permanent', $row->error_class);
     }
 
+    public function testReplayedCreateThatSucceedsSupersedesItsFailure(): void
+    {
+        Capsule::table('tblhosting')->where('id', $this->p['serviceid'])->update(['domainstatus' => 'Active']);
+        $this->assertSame(200, $this->post($this->failedEvent())[0]);
+        $this->assertSame('Pending', $this->service()->domainstatus);
+        // comet-dlq replay, then the job succeeds.
+        $this->assertSame(200, $this->post($this->event(['attempt' => 1]))[0]);
+        $this->assertSame('succeeded', $this->row()->state);
+        $this->assertSame('alice_4821', $this->service()->username);
+        $this->assertSame('Active', $this->service()->domainstatus);
+        // A late copy of the old failure changes nothing, and notifies no one again.
+        $this->assertSame(200, $this->post($this->failedEvent())[0]);
+        $this->assertSame('succeeded', $this->row()->state);
+        $this->assertSame(1, $this->notifications());
+    }
+
     public function testFailedCreateKeepsStatusWhenConfiguredAndEmailMode(): void
     {
         self::testSettings(['pending_on_failed_create' => false, 'notify' => 'email']);

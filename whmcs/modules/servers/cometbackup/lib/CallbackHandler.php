@@ -124,7 +124,11 @@ final class CallbackHandler
             ]);
             $row = Capsule::table($t)->where('job_id', $ev['job_id'])->lockForUpdate()->first();
         }
-        if (in_array($row->state, JobStore::TERMINAL, true) && $row->error_code !== JobStore::PUBLISH_FAILED) {
+        // An operator replayed a dead-lettered job (comet-dlq replay) and it
+        // succeeded this time: that outcome supersedes the failure.
+        $replayed = $row->state === 'failed' && in_array($status, ['succeeded', 'skipped'], true);
+        if (!$replayed && in_array($row->state, JobStore::TERMINAL, true)
+            && $row->error_code !== JobStore::PUBLISH_FAILED) {
             // Terminal already: a repeat (or a late retrying event) changes nothing.
             return $row->state === $status ? 'duplicate' : 'ignored';
         }
@@ -148,6 +152,11 @@ final class CallbackHandler
                 && $ev['account']['username'] !== '') {
                 Capsule::table('tblhosting')->where('id', $serviceId)
                     ->update(['username' => $ev['account']['username']]);
+            }
+            if ($replayed && $action === 'create' && $settings->value('pending_on_failed_create')) {
+                // The failure had set the service back to Pending: the account exists now.
+                Capsule::table('tblhosting')->where('id', $serviceId)->where('domainstatus', 'Pending')
+                    ->update(['domainstatus' => 'Active']);
             }
             self::log($action, $ev, 'succeeded');
         } elseif ($status === 'failed') {
