@@ -508,9 +508,18 @@ int store_service_seq_raise(struct store *s, const char *server, long long servi
 /* Service lock, valued with the holder's job id: a job redelivered after its
  * worker died takes its own lock back at once instead of waiting for the
  * TTL, while any other job of the service keeps waiting. */
+/* A lock whose holder already reached a terminal state is stale (its
+ * release was lost, e.g. Redis restarted from a snapshot taken before the
+ * DEL): taken over rather than waited out for its whole TTL. ARGV[3] is the
+ * prefix of job keys. */
 static const char svc_lock_script[] =
     "local v = redis.call('GET', KEYS[1]) "
-    "if (not v) or v == ARGV[1] then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end "
+    "local take = (not v) or v == ARGV[1] "
+    "if not take then "
+    "  local st = redis.call('HGET', ARGV[3] .. v, 'state') "
+    "  take = st == 'succeeded' or st == 'failed' or st == 'skipped' "
+    "end "
+    "if take then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end "
     "return 0";
 static const char svc_unlock_script[] =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
@@ -518,12 +527,13 @@ static const char svc_unlock_script[] =
 int store_service_lock(struct store *s, const char *server, long long service_id,
                        const char *job_id, int ttl_ms, bool *acquired, struct err *err)
 {
-    char key[STORE_KEY_MAX], sid[48];
+    char key[STORE_KEY_MAX], sid[48], jobs[STORE_KEY_MAX];
     snprintf(sid, sizeof(sid), "%lld:lock", service_id);
     *acquired = false;
-    if (make_key(s, key, "svc", server, sid, err) != 0)
+    if (make_key(s, key, "svc", server, sid, err) != 0 || make_key(s, jobs, "job", "", NULL, err) != 0)
         return -1;
-    redisReply *r = store_command(s, err, "EVAL %s 1 %s %s %d", svc_lock_script, key, job_id, ttl_ms);
+    redisReply *r = store_command(s, err, "EVAL %s 1 %s %s %d %s", svc_lock_script, key, job_id,
+                                  ttl_ms, jobs);
     if (r == NULL)
         return -1;
     *acquired = r->type == REDIS_REPLY_INTEGER && r->integer == 1;

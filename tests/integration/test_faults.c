@@ -364,59 +364,67 @@ static void check_states(int base, struct chain *c, int n, const char *what, lon
     assert_int_equal(wrong, 0);
 }
 
-static void test_faults_rabbitmq_restart_mid_burst(void **state)
+/* One infrastructure fault in the middle of a burst: publish, let it run,
+ * inject (latency_ms keeps the burst going through it), wait until every
+ * job of the burst is terminal in Redis, check Comet service by service. */
+static void burst_through(int base, int latency_ms, int (*inject)(void), const char *what)
 {
-    (void)state;
-    SKIP_IF_NO_SERVICES();
     if (!getenv("COMET_TEST_ROOT"))
         skip();
     int n = burst_services;
     struct chain *c = calloc((size_t)n, sizeof(*c));
     assert_non_null(c);
-    /* 80 ms per Comet call keeps the burst running through the restart
-     * (a graceful broker stop itself takes a few seconds). */
-    json_object_put(h_fake(&H, "/__fake/config", "{\"latency_ms\":80,\"error_rate\":0}"));
-    publish_burst(50000, c, n);
+    char cfg[96];
+    snprintf(cfg, sizeof(cfg), "{\"latency_ms\":%d,\"error_rate\":0}", latency_ms);
+    json_object_put(h_fake(&H, "/__fake/config", cfg));
+    publish_burst(base, c, n);
     usleep(300000);
-    assert_int_equal(services("restart-rabbitmq"), 0);
+    assert_int_equal(inject(), 0);
     long long fault_end = wall_ms();
-    reconnect_pub();
     long long last;
     wait_states(c, n, 180000, &last);
-    check_states(50000, c, n, "RabbitMQ restarted mid-burst", fault_end, last);
+    check_states(base, c, n, what, fault_end, last);
     json_object_put(h_fake(&H, "/__fake/config", "{\"latency_ms\":0}"));
+    free(c);
+}
+
+static int restart_rabbitmq(void)
+{
+    if (services("restart-rabbitmq") != 0)
+        return -1;
+    reconnect_pub();
     /* The harness's result consumer died with the broker: rebuild it. */
     struct err e;
     char q[128];
     bus_free(H.res);
     H.res = bus_connect(H.cfg.amqp_url, 0, &e);
-    assert_non_null(H.res);
-    assert_int_equal(bus_bind_temp_queue(H.res, BUS_EX_RESULTS, "#", q, &e), 0);
-    assert_int_equal(bus_consume(H.res, q, &e), 0);
-    free(c);
+    if (!H.res || bus_bind_temp_queue(H.res, BUS_EX_RESULTS, "#", q, &e) != 0 ||
+        bus_consume(H.res, q, &e) != 0)
+        return -1;
+    return 0;
+}
+
+static int stop_redis_4s(void)
+{
+    if (services("stop-redis") != 0)
+        return -1;
+    sleep(4);
+    return services("start-redis");
+}
+
+static void test_faults_rabbitmq_restart_mid_burst(void **state)
+{
+    (void)state;
+    SKIP_IF_NO_SERVICES();
+    /* 80 ms per Comet call: a graceful broker stop itself takes seconds. */
+    burst_through(50000, 80, restart_rabbitmq, "RabbitMQ restarted mid-burst");
 }
 
 static void test_faults_redis_stopped_mid_burst(void **state)
 {
     (void)state;
     SKIP_IF_NO_SERVICES();
-    if (!getenv("COMET_TEST_ROOT"))
-        skip();
-    int n = burst_services;
-    struct chain *c = calloc((size_t)n, sizeof(*c));
-    assert_non_null(c);
-    json_object_put(h_fake(&H, "/__fake/config", "{\"latency_ms\":20,\"error_rate\":0}"));
-    publish_burst(60000, c, n);
-    usleep(300000);
-    assert_int_equal(services("stop-redis"), 0);
-    sleep(4);
-    assert_int_equal(services("start-redis"), 0);
-    long long fault_end = wall_ms();
-    long long last;
-    wait_states(c, n, 180000, &last);
-    check_states(60000, c, n, "Redis stopped for 4 s mid-burst", fault_end, last);
-    json_object_put(h_fake(&H, "/__fake/config", "{\"latency_ms\":0}"));
-    free(c);
+    burst_through(60000, 20, stop_redis_4s, "Redis stopped for 4 s mid-burst");
 }
 
 /* Comet refusing every add-user with HTTP 500 until the budget runs out:
