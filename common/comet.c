@@ -436,6 +436,9 @@ static CURLcode call_prepare_constant(struct comet_client *c, const struct confi
     SETOPT(CURLOPT_WRITEFUNCTION, on_body);
     SETOPT(CURLOPT_WRITEDATA, &c->resp);
     SETOPT(CURLOPT_ERRORBUFFER, c->errbuf);
+    /* Answers are a few KiB: an 8 KiB receive buffer instead of 16 saves
+     * 1 MiB of RSS per 128 threads. */
+    SETOPT(CURLOPT_BUFFERSIZE, 8192L);
 #undef SETOPT
     return rc;
 }
