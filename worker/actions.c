@@ -263,13 +263,13 @@ static int apply_restrictions(struct action_ctx *ctx, const struct job *job, con
  * (recorded before add-user) is reused; if that account exists it is the
  * one this job created (*exists true). Otherwise the module's rule, with
  * a collision suffix while the name is taken. */
-static int create_choose_username(struct action_ctx *ctx, const struct job *job, char *user,
-                                  size_t len, bool *exists, struct err *err)
+static int create_choose_username(struct action_ctx *ctx, const struct job *job,
+                                  const char *recorded, char *user, size_t len, bool *exists,
+                                  struct err *err)
 {
     char base[ACCOUNT_USERNAME_MAX];
 
-    if (store_job_get(ctx->store, job->job_id, STEP_USERNAME, user, len, err) != 0)
-        return -1;
+    snprintf(user, len, "%s", recorded);
     if (user[0] != '\0')
         return user_lookup(ctx, user, exists, NULL, err);
 
@@ -472,9 +472,10 @@ static int vault_find(struct action_ctx *ctx, const struct job *job, const char 
  * earlier attempt's vault (recorded, or found after a lost answer) is
  * adopted instead of asking again. */
 static int create_vault(struct action_ctx *ctx, const struct job *job, const char *user,
-                        char vault_id[VAULT_ID_MAX], struct err *err)
+                        const char *recorded, const char *step, char vault_id[VAULT_ID_MAX],
+                        struct err *err)
 {
-    char recorded[VAULT_ID_MAX], step[16], self[CONFIG_STR + 2];
+    char self[CONFIG_STR + 2];
     int retention = ctx->cfg->job_retention_seconds;
     size_t url_len = strlen(ctx->server->url);
     json_object *out = NULL, *dest_id;
@@ -483,15 +484,6 @@ static int create_vault(struct action_ctx *ctx, const struct job *job, const cha
     vault_id[0] = '\0';
     if (job->storage_provider[0] == '\0')
         return 0;
-    {
-        /* Both step fields in one round trip. */
-        const char *fields[] = { STEP_VAULT_ID, STEP_VAULT };
-        char *outs[] = { recorded, step };
-        const size_t lens[] = { sizeof(recorded), sizeof(step) };
-
-        if (store_job_get_fields(ctx->store, job->job_id, 2, fields, outs, lens, err) != 0)
-            return -1;
-    }
     if (strcmp(step, STEP_STARTED) == 0) {
         if (vault_find(ctx, job, user, recorded, vault_id, err) != 0)
             return -1;
@@ -535,14 +527,23 @@ static int action_create(struct action_ctx *ctx, const struct job *job, const ch
                          struct result *res, struct err *err)
 {
     char user[ACCOUNT_USERNAME_MAX], vault_id[VAULT_ID_MAX] = "";
+    char rec_user[ACCOUNT_USERNAME_MAX], rec_vault_id[VAULT_ID_MAX], rec_vault[16];
     bool exists = false;
 
     if (password == NULL || password[0] == '\0')
         return err_set(err, ERR_BAD_FIELD, "create needs the account password");
-    if (create_choose_username(ctx, job, user, sizeof(user), &exists, err) != 0 ||
+    /* The steps an earlier attempt recorded, in one round trip. Only this
+     * job writes them, under its service lock, so they cannot change
+     * between here and where each step reads them. */
+    const char *fields[] = { STEP_USERNAME, STEP_VAULT_ID, STEP_VAULT };
+    char *outs[] = { rec_user, rec_vault_id, rec_vault };
+    const size_t lens[] = { sizeof(rec_user), sizeof(rec_vault_id), sizeof(rec_vault) };
+    if (store_job_get_fields(ctx->store, job->job_id, 3, fields, outs, lens, err) != 0)
+        return -1;
+    if (create_choose_username(ctx, job, rec_user, user, sizeof(user), &exists, err) != 0 ||
         create_policy(ctx, job, err) != 0 ||
         create_user(ctx, job, user, password, exists, err) != 0 ||
-        create_vault(ctx, job, user, vault_id, err) != 0 ||
+        create_vault(ctx, job, user, rec_vault_id, rec_vault, vault_id, err) != 0 ||
         apply_restrictions(ctx, job, user, err) != 0)
         return -1;
     snprintf(res->username, sizeof(res->username), "%s", user);
