@@ -558,43 +558,61 @@ int store_service_unlock(struct store *s, const char *server, long long service_
 /* ---- the gate's round trips ----------------------------------------------- */
 
 int store_gate_read(struct store *s, const char *job_id, const char *server, long long service_id,
-                    bool want_seq, const char *after, struct store_gate_view *v, struct err *err)
+                    bool want_seq, const char *after, int lock_ttl_ms, struct store_gate_view *v,
+                    struct err *err)
 {
-    char jkey[STORE_KEY_MAX], skey[STORE_KEY_MAX], akey[STORE_KEY_MAX], sid[32];
-    redisReply *r[3] = { NULL, NULL, NULL };
-    size_t n = 1, seq_at = 0, after_at = 0;
+    /* One key buffer, reused: each command is formatted into the output
+     * buffer as it is queued (this runs on 128 small thread stacks). */
+    char key[STORE_KEY_MAX], jobs[STORE_KEY_MAX], sid[48];
+    redisReply *r[4] = { NULL, NULL, NULL, NULL };
+    size_t n = 1, seq_at = 0, after_at = 0, lock_at = 0;
     int rc = 0;
 
+    if (v->result == NULL || v->result_len == 0)
+        return err_set(err, ERR_INTERNAL, "store_gate_read: no result buffer");
     v->state[0] = v->result[0] = v->after_state[0] = '\0';
     v->high_seq = -1;
-    snprintf(sid, sizeof(sid), "%lld", service_id);
-    if (make_key(s, jkey, "job", job_id, NULL, err) != 0 ||
-        (want_seq && make_key(s, skey, "svc", server, sid, err) != 0) ||
-        (after != NULL && after[0] && make_key(s, akey, "job", after, NULL, err) != 0) ||
+    v->locked = false;
+    if (make_key(s, key, "job", job_id, NULL, err) != 0 ||
+        (lock_ttl_ms > 0 && make_key(s, jobs, "job", "", NULL, err) != 0) ||
         store_ensure(s, err) != 0)
         return -1;
     /* Everything the verdict may need, in one round trip; the result is
      * absent (nil, cheap) unless the job already succeeded. */
-    if (pipeline_append(s, err, "HMGET %s state result", jkey) != 0)
+    if (pipeline_append(s, err, "HMGET %s state result", key) != 0)
         return -1;
     if (want_seq) {
         seq_at = n++;
-        if (pipeline_append(s, err, "GET %s", skey) != 0)
-            return -1;
+        snprintf(sid, sizeof(sid), "%lld", service_id);
+        if (make_key(s, key, "svc", server, sid, err) != 0 ||
+            pipeline_append(s, err, "GET %s", key) != 0)
+            goto unsent;
     }
     if (after != NULL && after[0]) {
         after_at = n++;
-        if (pipeline_append(s, err, "HGET %s state", akey) != 0)
-            return -1;
+        if (make_key(s, key, "job", after, NULL, err) != 0 ||
+            pipeline_append(s, err, "HGET %s state", key) != 0)
+            goto unsent;
+    }
+    if (lock_ttl_ms > 0) {
+        /* The service lock as store_service_lock takes it, last. */
+        lock_at = n++;
+        snprintf(sid, sizeof(sid), "%lld:lock", service_id);
+        if (make_key(s, key, "svc", server, sid, err) != 0 ||
+            pipeline_append(s, err, "EVAL %s 1 %s %s %d %s", svc_lock_script, key, job_id,
+                            lock_ttl_ms, jobs) != 0)
+            goto unsent;
     }
     if (pipeline_collect(s, n, r, err) != 0)
         return -1;
+    if (lock_at)
+        v->locked = r[lock_at]->type == REDIS_REPLY_INTEGER && r[lock_at]->integer == 1;
     if (r[0]->type != REDIS_REPLY_ARRAY || r[0]->elements != 2)
         rc = err_set(err, ERR_STORE_UNAVAILABLE, "redis HMGET: unexpected reply type %d", r[0]->type);
     if (rc == 0)
         rc = reply_copy(r[0]->element[0], v->state, sizeof(v->state), "state", err);
     if (rc == 0)
-        rc = reply_copy(r[0]->element[1], v->result, sizeof(v->result), "result", err);
+        rc = reply_copy(r[0]->element[1], v->result, v->result_len, "result", err);
     if (rc == 0 && seq_at && r[seq_at]->type == REDIS_REPLY_STRING) {
         char *end = NULL;
         long long high = strtoll(r[seq_at]->str, &end, 10);
@@ -605,7 +623,17 @@ int store_gate_read(struct store *s, const char *job_id, const char *server, lon
     if (rc == 0 && after_at)
         rc = reply_copy(r[after_at], v->after_state, sizeof(v->after_state), "state", err);
     pipeline_free(n, r);
+    if (rc != 0 && v->locked) {
+        struct err ignored;
+        /* Failing anyway: do not keep the service locked until the TTL. */
+        if (store_service_unlock(s, server, service_id, job_id, &ignored) == 0)
+            v->locked = false;
+    }
     return rc;
+unsent:
+    /* Commands already queued were never sent: start over on a new connection. */
+    s->broken = true;
+    return -1;
 }
 
 int store_job_finish(struct store *s, const char *job_id, const char *state, const char *result_json,

@@ -59,14 +59,19 @@ int store_job_set_fields(struct store *s, const char *job_id, size_t n, const ch
 /* What the gate reads before a job runs, fetched in one round trip. */
 struct store_gate_view {
     char state[32];          /* the job's state field, "" when none */
-    char result[4096];       /* its stored result event, "" when none */
+    char *result;            /* caller's buffer: the stored result event, "" when none */
+    size_t result_len;       /* its size */
     long long high_seq;      /* the service's high-water mark, -1 when none or not asked */
     char after_state[32];    /* the predecessor's state, "" when none or not asked */
+    bool locked;             /* the service lock was taken (lock_ttl_ms > 0) */
 };
 /* Reads job:<job_id> state and result, svc:<server>:<service_id> when
- * want_seq, and job:<after> state when after is non-empty. */
+ * want_seq, and job:<after> state when after is non-empty; when
+ * lock_ttl_ms > 0 also takes the service lock as store_service_lock does
+ * (the caller releases it if the job does not run). */
 int store_gate_read(struct store *s, const char *job_id, const char *server, long long service_id,
-                    bool want_seq, const char *after, struct store_gate_view *v, struct err *err);
+                    bool want_seq, const char *after, int lock_ttl_ms, struct store_gate_view *v,
+                    struct err *err);
 /* A job's terminal record in one round trip: HSET result (when non-NULL)
  * and state together, the expiry refresh, and when seq > 0 the service's
  * high-water mark raised as store_service_seq_raise does. */

@@ -27,22 +27,49 @@ static int first_tier_ms(const struct config *cfg)
     return v > 0 ? v : 1000;
 }
 
+/* The service lock lasts longer than any single run: every Comet call of
+ * a job is bounded by comet.timeout_ms, a dozen calls at most. */
+static int lock_ttl_ms(const struct config *cfg)
+{
+    int ttl = cfg->comet_timeout_ms * 12;
+    return ttl < MIN_LOCK_TTL_MS ? MIN_LOCK_TTL_MS : ttl;
+}
+
+/* Releases a lock taken with the reads for a job that is not going to run. */
+static void unlock_unused(struct store *s, const struct job *job, const struct store_gate_view *v)
+{
+    struct err e;
+    if (v->locked && store_service_unlock(s, job->server_url, job->service_id, job->job_id, &e) != 0)
+        log_warn("could not release the lock of service %lld (it expires by itself): %s",
+                 job->service_id, e.msg);
+}
+
 int gate_enter(struct store *s, const struct config *cfg, const struct job *job, bool forced,
                long long waits, struct gate *g, struct err *err)
 {
     struct store_gate_view v;
     bool want_seq = !forced && job->seq > 0;
     memset(g, 0, sizeof(*g));
-    /* One round trip for every read the verdict may need. */
+    /* One round trip for the reads the verdict needs and, for a job with
+     * no predecessor (nearly always), the service lock as well: the lock
+     * is only kept when the verdict is to run, and the verdicts are
+     * decided in the same order as if it were taken last. A job with a
+     * predecessor takes it separately, after its predecessor is done, so
+     * the two never hold the lock against each other. */
+    bool lock_now = job->after[0] == '\0';
+    v.result = g->stored_result;
+    v.result_len = sizeof(g->stored_result);
     if (store_gate_read(s, job->job_id, job->server_url, job->service_id, want_seq, job->after,
-                        &v, err) != 0)
+                        lock_now ? lock_ttl_ms(cfg) : 0, &v, err) != 0)
         return -1;
-    if (strcmp(v.state, "succeeded") == 0 && v.result[0]) {
-        snprintf(g->stored_result, sizeof(g->stored_result), "%s", v.result);
+    if (strcmp(v.state, "succeeded") == 0 && g->stored_result[0]) {
+        unlock_unused(s, job, &v);
         g->verdict = GATE_DUPLICATE;
         return 0;
     }
+    g->stored_result[0] = '\0'; /* only a duplicate's result is kept */
     if (want_seq && v.high_seq > job->seq) {
+        unlock_unused(s, job, &v);
         g->verdict = GATE_SUPERSEDED;
         snprintf(g->reason, sizeof(g->reason), "superseded: seq %lld of service %lld already succeeded",
                  v.high_seq, job->service_id);
@@ -64,13 +91,10 @@ int gate_enter(struct store *s, const struct config *cfg, const struct job *job,
                      job->after, waits);
         }
     }
-    /* The lock outlives any single run: every Comet call of a job bounded by
-     * comet.timeout_ms, a dozen calls at most. */
-    int ttl = cfg->comet_timeout_ms * 12;
-    if (ttl < MIN_LOCK_TTL_MS)
-        ttl = MIN_LOCK_TTL_MS;
-    bool got;
-    if (store_service_lock(s, job->server_url, job->service_id, job->job_id, ttl, &got, err) != 0)
+    bool got = v.locked;
+    if (!lock_now &&
+        store_service_lock(s, job->server_url, job->service_id, job->job_id, lock_ttl_ms(cfg), &got,
+                           err) != 0)
         return -1;
     if (!got) {
         g->verdict = GATE_WAIT;
