@@ -513,13 +513,35 @@ def write_plot_data(res, outdir, stem):
     return path
 
 
+def only_points(args):
+    """Runs just the named end to end points and prints their rows as JSON
+    (for before/after measurements of one configuration)."""
+    ctx = Ctx(args)
+    points = [tuple(int(x) for x in p.split(":")) for p in args.only.split(",")]
+    fakes = {}
+    try:
+        for lat, w, f in points:
+            if lat not in fakes:
+                fakes[lat] = Fake(ctx, lat)
+            fake = fakes[lat]
+            row = e2e_run(ctx, fake, ctx.config_for(fake.url), lat, w, f)
+            print(json.dumps(row), flush=True)
+    finally:
+        for fake in fakes.values():
+            fake.stop()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--bin", default="bin")
     ap.add_argument("--work", required=True)
     ap.add_argument("--results", default="bench/results")
     ap.add_argument("--quick", action="store_true", help="fewer points (a smoke run)")
+    ap.add_argument("--only", help="profiling aid: only these end to end points, "
+                    "LAT:PROCS:INFLIGHT[,...]; no table, no results written")
     args = ap.parse_args()
+    if args.only:
+        return only_points(args)
     global WORKERS, INFLIGHT, RUN_SECONDS
     if args.quick:
         INFLIGHT, RUN_SECONDS = [1, 32], 1.5
