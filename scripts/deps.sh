@@ -8,7 +8,7 @@ PKGS=(
   libmicrohttpd-dev libsodium-dev libssl-dev uuid-dev libcmocka-dev
   rabbitmq-server redis-server mariadb-server mariadb-client
   php-cli php-amqplib php-illuminate-database phpunit php-mysql php-curl php-mbstring
-  curl procps gnuplot-nox
+  curl procps gnuplot-nox python3
 )
 missing=()
 for p in "${PKGS[@]}"; do
