@@ -32,6 +32,7 @@ static const struct err_row err_table[] = {
     [ERR_COMET_HTTP_4XX]     = { ERRC_PERMANENT, "comet_http_4xx" },
     [ERR_PASSWORD_TOO_SHORT] = { ERRC_PERMANENT, "password_too_short" },
     [ERR_USER_NOT_FOUND]     = { ERRC_PERMANENT, "user_not_found" },
+    [ERR_PREDECESSOR_FAILED] = { ERRC_PERMANENT, "predecessor_failed" },
     [ERR_INTERNAL]           = { ERRC_PERMANENT, "internal" },
 };
 

@@ -571,6 +571,7 @@ int store_gate_read(struct store *s, const char *job_id, const char *server, lon
     if (v->result == NULL || v->result_len == 0)
         return err_set(err, ERR_INTERNAL, "store_gate_read: no result buffer");
     v->state[0] = v->result[0] = v->after_state[0] = '\0';
+    v->after_broken = false;
     v->high_seq = -1;
     v->locked = false;
     if (make_key(s, key, "job", job_id, NULL, err) != 0 ||
@@ -591,7 +592,7 @@ int store_gate_read(struct store *s, const char *job_id, const char *server, lon
     if (after != NULL && after[0]) {
         after_at = n++;
         if (make_key(s, key, "job", after, NULL, err) != 0 ||
-            pipeline_append(s, err, "HGET %s state", key) != 0)
+            pipeline_append(s, err, "HMGET %s state broken", key) != 0)
             goto unsent;
     }
     if (lock_ttl_ms > 0) {
@@ -620,8 +621,16 @@ int store_gate_read(struct store *s, const char *job_id, const char *server, lon
         if (end != NULL && *end == '\0')
             v->high_seq = high;
     }
-    if (rc == 0 && after_at)
-        rc = reply_copy(r[after_at], v->after_state, sizeof(v->after_state), "state", err);
+    if (rc == 0 && after_at) {
+        redisReply *a = r[after_at];
+        if (a->type != REDIS_REPLY_ARRAY || a->elements != 2)
+            rc = err_set(err, ERR_STORE_UNAVAILABLE, "redis HMGET: unexpected reply type %d", a->type);
+        if (rc == 0)
+            rc = reply_copy(a->element[0], v->after_state, sizeof(v->after_state), "state", err);
+        if (rc == 0)
+            v->after_broken = a->element[1]->type == REDIS_REPLY_STRING &&
+                              strcmp(a->element[1]->str, "1") == 0;
+    }
     pipeline_free(n, r);
     if (rc != 0 && v->locked) {
         struct err ignored;
@@ -638,10 +647,10 @@ unsent:
 
 int store_job_finish(struct store *s, const char *job_id, const char *state, const char *result_json,
                      int retention_seconds, const char *server, long long service_id,
-                     long long seq, struct err *err)
+                     long long seq, bool broken, struct err *err)
 {
     char jkey[STORE_KEY_MAX], skey[STORE_KEY_MAX], sid[32];
-    const char *fields[2], *values[2];
+    const char *fields[3], *values[3];
     redisReply *r[3] = { NULL, NULL, NULL };
     size_t nf = 0, n = 1;
 
@@ -657,6 +666,8 @@ int store_job_finish(struct store *s, const char *job_id, const char *state, con
     }
     fields[nf] = "state";
     values[nf++] = state;
+    fields[nf] = "broken";
+    values[nf++] = broken ? "1" : "0";
     if (append_hset(s, jkey, nf, fields, values, err) != 0)
         return -1;
     if (retention_seconds > 0) {

@@ -63,6 +63,7 @@ struct store_gate_view {
     size_t result_len;       /* its size */
     long long high_seq;      /* the service's high-water mark, -1 when none or not asked */
     char after_state[32];    /* the predecessor's state, "" when none or not asked */
+    bool after_broken;       /* the predecessor failed and broke its chain (see store_job_finish) */
     bool locked;             /* the service lock was taken (lock_ttl_ms > 0) */
 };
 /* Reads job:<job_id> state and result, svc:<server>:<service_id> when
@@ -72,12 +73,15 @@ struct store_gate_view {
 int store_gate_read(struct store *s, const char *job_id, const char *server, long long service_id,
                     bool want_seq, const char *after, int lock_ttl_ms, struct store_gate_view *v,
                     struct err *err);
-/* A job's terminal record in one round trip: HSET result (when non-NULL)
+/* broken: this job failed in a way its successors must not run past (a
+ * create that failed, or a job stopped by such a failure); recorded as
+ * field "broken" and cleared by a later success of the same job.
+ * A job's terminal record in one round trip: HSET result (when non-NULL)
  * and state together, the expiry refresh, and when seq > 0 the service's
  * high-water mark raised as store_service_seq_raise does. */
 int store_job_finish(struct store *s, const char *job_id, const char *state, const char *result_json,
                      int retention_seconds, const char *server, long long service_id,
-                     long long seq, struct err *err);
+                     long long seq, bool broken, struct err *err);
 
 /* Per-service high-water mark: the highest seq that succeeded for a
  * service (svc:<server>:<service_id>); -1 when none is recorded. Used to

@@ -77,6 +77,14 @@ int gate_enter(struct store *s, const struct config *cfg, const struct job *job,
     }
     if (job->after[0]) {
         const char *pstate = v.after_state;
+        if (strcmp(pstate, "failed") == 0 && v.after_broken) {
+            unlock_unused(s, job, &v);
+            g->verdict = GATE_BLOCKED;
+            snprintf(g->reason, sizeof(g->reason),
+                     "job %s before it in this service's chain failed (a create or behind one): "
+                     "replay that job first, then this one", job->after);
+            return 0;
+        }
         if (!terminal(pstate)) {
             if (waits * first_tier_ms(cfg) < MAX_WAIT_MS) {
                 g->verdict = GATE_WAIT;
@@ -107,7 +115,7 @@ int gate_enter(struct store *s, const struct config *cfg, const struct job *job,
 }
 
 int gate_record(struct store *s, const struct config *cfg, const struct job *job,
-                enum result_status status, const char *result_json, struct err *err)
+                enum result_status status, bool blocked, const char *result_json, struct err *err)
 {
     int keep = cfg->job_retention_seconds;
     /* State, result, expiry and high-water mark in one round trip; the
@@ -115,10 +123,13 @@ int gate_record(struct store *s, const struct config *cfg, const struct job *job
      * "succeeded" finds the result. */
     if (status == RESULT_SUCCEEDED)
         return store_job_finish(s, job->job_id, "succeeded", result_json ? result_json : "", keep,
-                                job->server_url, job->service_id, job->seq > 0 ? job->seq : 0, err);
+                                job->server_url, job->service_id, job->seq > 0 ? job->seq : 0,
+                                false, err);
     if (status == RESULT_FAILED || status == RESULT_SKIPPED)
         return store_job_finish(s, job->job_id, result_status_name(status), NULL, keep,
-                                job->server_url, job->service_id, 0, err);
+                                job->server_url, job->service_id, 0,
+                                status == RESULT_FAILED && (blocked || job->action == ACTION_CREATE),
+                                err);
     return 0; /* retrying: not terminal, successors keep waiting */
 }
 

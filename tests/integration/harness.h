@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -76,6 +77,9 @@ static __attribute__((unused)) pid_t h_spawn(char *const argv[], const char *log
 {
     pid_t pid = fork();
     if (pid == 0) {
+        /* A test killed mid-run must not leave its workers consuming the
+         * shared queues (they would fail the next test's jobs). */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
         int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0644);
         if (fd >= 0) {
             dup2(fd, 1);
