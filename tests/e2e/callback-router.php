@@ -33,41 +33,7 @@ $capsule->addConnection([
 ]);
 $capsule->setAsGlobal();
 
-/** WHMCS's logModuleCall, recording as the test bootstrap does. */
-function logModuleCall($module, $action, $request, $response, $processed = '', $replace = [])
-{
-    $enc = function ($v) use ($replace) {
-        $s = is_string($v) ? $v : json_encode($v, JSON_UNESCAPED_SLASHES | JSON_UNESCAPED_UNICODE);
-        foreach ((array)$replace as $r) {
-            if ($r !== '') {
-                $s = str_replace((string)$r, '***', $s);
-            }
-        }
-        return $s;
-    };
-    Manager::table('tblmodulelog')->insert([
-        'date' => gmdate('Y-m-d H:i:s'),
-        'module' => $module,
-        'action' => $action,
-        'request' => $enc($request),
-        'response' => $enc($response),
-        'arrdata' => $enc($processed),
-    ]);
-}
-
-/** WHMCS's localAPI, recorded as the test bootstrap does. */
-function localAPI($command, $params = [], $adminUser = '')
-{
-    Manager::table('test_localapi')->insert([
-        'command' => $command,
-        'params' => json_encode($params),
-        'adminuser' => (string)$adminUser,
-    ]);
-    if ($command === 'DecryptPassword') {
-        return ['result' => 'success', 'password' => $params['password2'] ?? ''];
-    }
-    return ['result' => 'success'];
-}
+require_once __DIR__ . '/../php/whmcs-functions.php';
 
 require_once __DIR__ . '/../../whmcs/modules/servers/cometbackup/callback.php';
 
