@@ -42,7 +42,7 @@ enum err_code {
     ERR_COMET_HTTP_4XX,    /* other HTTP 4xx */
     ERR_PASSWORD_TOO_SHORT,/* change_password under 8 characters */
     ERR_USER_NOT_FOUND,    /* suspend/unsuspend/... of an account that is not there */
-    ERR_PREDECESSOR_FAILED,/* the service's create (or a job behind it) failed: replay it first */
+    ERR_PREDECESSOR_FAILED,/* an earlier job of the service failed: replay it first */
     ERR_INTERNAL,          /* out of memory, a bug: permanent so it never loops */
     ERR__COUNT
 };

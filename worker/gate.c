@@ -81,8 +81,8 @@ int gate_enter(struct store *s, const struct config *cfg, const struct job *job,
             unlock_unused(s, job, &v);
             g->verdict = GATE_BLOCKED;
             snprintf(g->reason, sizeof(g->reason),
-                     "job %s before it in this service's chain failed (a create or behind one): "
-                     "replay that job first, then this one", job->after);
+                     "job %s before it in this service's chain failed: replay that job first, "
+                     "then this one", job->after);
             return 0;
         }
         if (!terminal(pstate)) {
@@ -115,7 +115,7 @@ int gate_enter(struct store *s, const struct config *cfg, const struct job *job,
 }
 
 int gate_record(struct store *s, const struct config *cfg, const struct job *job,
-                enum result_status status, bool blocked, const char *result_json, struct err *err)
+                enum result_status status, const char *result_json, struct err *err)
 {
     int keep = cfg->job_retention_seconds;
     /* State, result, expiry and high-water mark in one round trip; the
@@ -128,8 +128,7 @@ int gate_record(struct store *s, const struct config *cfg, const struct job *job
     if (status == RESULT_FAILED || status == RESULT_SKIPPED)
         return store_job_finish(s, job->job_id, result_status_name(status), NULL, keep,
                                 job->server_url, job->service_id, 0,
-                                status == RESULT_FAILED && (blocked || job->action == ACTION_CREATE),
-                                err);
+                                status == RESULT_FAILED, err);
     return 0; /* retrying: not terminal, successors keep waiting */
 }
 

@@ -17,7 +17,7 @@ enum gate_verdict {
     GATE_WAIT,          /* predecessor not done, or service busy: come back later */
     GATE_DUPLICATE,     /* already succeeded: re-send the stored result */
     GATE_SUPERSEDED,    /* a later job of the service already succeeded */
-    GATE_BLOCKED,       /* its predecessor broke the chain (a failed create): fails too */
+    GATE_BLOCKED,       /* its predecessor failed: it fails too, to be replayed after it */
 };
 
 struct gate {
@@ -35,11 +35,13 @@ int gate_enter(struct store *s, const struct config *cfg, const struct job *job,
                long long waits, struct gate *g, struct err *err);
 /* Records the terminal status (succeeded with its result event, failed or
  * skipped) so successors may run and duplicates are recognised. A failed
- * create, or a job blocked behind one, breaks the chain: its successors
- * fail as blocked instead of running against an account that was never
- * set up (and, having succeeded, superseding the create's replay). */
+ * job breaks its service's chain: its successors fail at once as
+ * predecessor_failed (released, not left waiting) instead of running out of
+ * order, which would also make the failed job's replay "superseded". The
+ * operator replays the chain in order (comet-dlq replay) and the service
+ * converges on its last job's state. */
 int gate_record(struct store *s, const struct config *cfg, const struct job *job,
-                enum result_status status, bool blocked, const char *result_json, struct err *err);
+                enum result_status status, const char *result_json, struct err *err);
 /* Releases the service lock if held. */
 void gate_leave(struct store *s, const struct job *job, struct gate *g);
 
