@@ -547,9 +547,10 @@ static bool replay_drops(const char *key)
     return strncmp(key, "x-first-death-", 14) == 0 || strncmp(key, "x-last-death-", 13) == 0;
 }
 
-/* Redis, when reachable: a replayed job is marked "queued" before it is
- * published, so a successor replayed with it (its `after`) waits for it
- * instead of running against a predecessor that failed last time. */
+/* Redis, when reachable: every job a replay matches is marked "queued" (a
+ * first pass, before anything is published), so a successor replayed with
+ * its predecessor waits for it instead of failing again behind a
+ * predecessor still recorded as failed. */
 static struct store *replay_store;
 static int replay_retention_s;
 
@@ -595,7 +596,6 @@ static int replay_one(struct bus *b, const struct bus_delivery *d, const struct 
         bus_msg_clear(&m);
         return err_set(e, ERR_INTERNAL, "cannot build the copy (out of memory or too many headers)");
     }
-    mark_queued(x);
     rc = bus_publish_wait(b, &m, timeout_ms, e);
     bus_msg_clear(&m);
     return rc;
@@ -631,6 +631,7 @@ static int tags_push(struct tags *t, uint64_t tag)
 
 struct scan {
     struct opts *o;
+    bool mark_pass;             /* replay's first pass: only mark the matched jobs queued */
     struct bus *bus;
     int confirm_timeout_ms;
     long depth;                 /* ready messages when the scan began (approximate) */
@@ -708,6 +709,10 @@ static int visit(struct scan *s, const struct bus_delivery *d, const struct dead
     case CMD_REPLAY:
         if (o->dry_run)
             return print_row(s, x, d) == 0 ? VERDICT_KEEP : -1;
+        if (s->mark_pass) {
+            mark_queued(x);
+            return VERDICT_KEEP;
+        }
         if (replay_one(s->bus, d, x, o->force, s->confirm_timeout_ms, &e) != 0) {
             /* Kept in the DLQ: nothing was lost, the operator sees why. */
             if (s->tty && s->progress)
@@ -909,6 +914,24 @@ int main(int argc, char **argv)
     if (list_json) {
         printf("[");
         json_open = true;
+    }
+    /* Replay in two passes: first every matched job is marked queued, then
+     * they are republished. The DLQ's order is not the chains' order (a
+     * successor can be dead-lettered before its predecessor's copy lands),
+     * so a successor must find its predecessor queued, whatever comes first. */
+    if (replay_store) {
+        bool progress = s.progress;
+        s.mark_pass = true;
+        s.progress = false;
+        if (scan_run(&s, &e) != 0 || scan_finish(&s, &e) != 0) {
+            fprintf(stderr, "comet-dlq: %s (nothing was replayed)\n", e.msg);
+            goto out;
+        }
+        s.mark_pass = false;
+        s.progress = progress;
+        s.fetched = 0;
+        s.matched = s.removed = s.failed = 0;
+        s.kept.n = s.held.n = 0;
     }
     int scanned = scan_run(&s, &e);
     if (json_open)

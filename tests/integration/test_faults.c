@@ -160,6 +160,8 @@ static void check_burst(int base, struct chain *c, int n, long long fault_end_ms
     assert_int_equal(duplicated, 0);
     assert_int_equal(wrong, 0);
     assert_int_equal(conflicting, 0);
+    if (replay_phase)
+        assert_int_equal(dead, 0); /* every replayed job completed */
 }
 
 static long long wall_ms(void)
