@@ -1,6 +1,7 @@
 /* Account rules of the original WHMCS module: username choice, quotas, the
  * applyRestrictions profile edit and the module's policy group. */
 #include "account.h"
+#include "jsonobj.h"
 
 #include <ctype.h>
 #include <limits.h>
@@ -124,18 +125,6 @@ int account_quota_bytes(long long gb, long long tb, long long *bytes, bool *set,
     return 0;
 }
 
-/* Sets obj[key] = val, taking val (also on failure). 0, or -1 on OOM. */
-static int put_field(json_object *obj, const char *key, json_object *val)
-{
-    if (val == NULL)
-        return -1;
-    if (json_object_object_add(obj, key, val) != 0) {
-        json_object_put(val);
-        return -1;
-    }
-    return 0;
-}
-
 /* Storage vault quota on every destination of the profile. */
 static int apply_vault_quota(json_object *profile, long long bytes)
 {
@@ -148,8 +137,8 @@ static int apply_vault_quota(json_object *profile, long long bytes)
         (void)id;
         if (!json_object_is_type(dest, json_type_object))
             continue;
-        if (put_field(dest, "StorageLimitEnabled", json_object_new_boolean(1)) != 0 ||
-            put_field(dest, "StorageLimitBytes", json_object_new_int64(bytes)) != 0)
+        if (jsonobj_put(dest, "StorageLimitEnabled", json_object_new_boolean(1)) != 0 ||
+            jsonobj_put(dest, "StorageLimitBytes", json_object_new_int64(bytes)) != 0)
             return -1;
     }
     return 0;
@@ -173,10 +162,10 @@ int account_apply_restrictions(json_object *profile, const struct job_quotas *q,
     /* Neither vault quota set: destinations stay as they are. */
     if (vault_set && apply_vault_quota(profile, vault_bytes) != 0)
         return err_set(err, ERR_INTERNAL, "out of memory editing destinations");
-    if (put_field(profile, "AllProtectedItemsQuotaEnabled", json_object_new_boolean(items_set)) != 0 ||
-        put_field(profile, "AllProtectedItemsQuotaBytes", json_object_new_int64(items_bytes)) != 0 ||
-        put_field(profile, "MaximumDevices", json_object_new_int64(devices)) != 0 ||
-        put_field(profile, "PolicyID", json_object_new_string(policy_id ? policy_id : "")) != 0)
+    if (jsonobj_put(profile, "AllProtectedItemsQuotaEnabled", json_object_new_boolean(items_set)) != 0 ||
+        jsonobj_put(profile, "AllProtectedItemsQuotaBytes", json_object_new_int64(items_bytes)) != 0 ||
+        jsonobj_put(profile, "MaximumDevices", json_object_new_int64(devices)) != 0 ||
+        jsonobj_put(profile, "PolicyID", json_object_new_string(policy_id ? policy_id : "")) != 0)
         return err_set(err, ERR_INTERNAL, "out of memory editing profile");
     return 0;
 }
@@ -203,7 +192,7 @@ json_object *account_policy_new(const char *policy_id)
 
     if (policy == NULL)
         return NULL;
-    if (put_field(policy, "Description", json_object_new_string(policy_id)) != 0) {
+    if (jsonobj_put(policy, "Description", json_object_new_string(policy_id)) != 0) {
         json_object_put(policy);
         return NULL;
     }

@@ -1,5 +1,6 @@
 /* Job and result-event codecs for wire format v1: strict decoding, canonical encoding. */
 #include "job.h"
+#include "jsonobj.h"
 
 #include <ctype.h>
 #include <stdint.h>
@@ -513,19 +514,6 @@ int job_decode(const char *body, size_t len, struct job *job, struct err *err)
 
 /* ---- encoding helpers --------------------------------------------------- */
 
-/* Adds val under key, taking val; puts it when the add fails. NULL val
- * (an allocation that failed) is an error: JSON null goes via add_null. */
-static int add(struct json_object *obj, const char *key, struct json_object *val)
-{
-    if (val == NULL)
-        return -1;
-    if (json_object_object_add(obj, key, val) != 0) {
-        json_object_put(val);
-        return -1;
-    }
-    return 0;
-}
-
 static int add_null(struct json_object *obj, const char *key)
 {
     return json_object_object_add(obj, key, NULL);
@@ -533,17 +521,17 @@ static int add_null(struct json_object *obj, const char *key)
 
 static int add_str(struct json_object *obj, const char *key, const char *s)
 {
-    return add(obj, key, json_object_new_string(s));
+    return jsonobj_put(obj, key, json_object_new_string(s));
 }
 
 static int add_int(struct json_object *obj, const char *key, long long v)
 {
-    return add(obj, key, json_object_new_int64((int64_t)v));
+    return jsonobj_put(obj, key, json_object_new_int64((int64_t)v));
 }
 
 static int add_bool(struct json_object *obj, const char *key, bool v)
 {
-    return add(obj, key, json_object_new_boolean(v));
+    return jsonobj_put(obj, key, json_object_new_boolean(v));
 }
 
 /* Serialises obj compactly into a malloc'd string and puts obj (in every
@@ -577,24 +565,24 @@ static int job_encode_into(const struct job *job, struct json_object *root)
 
     /* Each sub-object is attached first, so root owns it from then on. */
     struct json_object *o = json_object_new_object();
-    if (add(root, "server", o) || add_str(o, "url", job->server_url))
+    if (jsonobj_put(root, "server", o) || add_str(o, "url", job->server_url))
         return -1;
     o = json_object_new_object();
-    if (add(root, "account", o) || add_str(o, "username", job->username) ||
+    if (jsonobj_put(root, "account", o) || add_str(o, "username", job->username) ||
         add_bool(o, "custom_username", job->custom_username))
         return -1;
     o = json_object_new_object();
-    if (add(root, "client", o) || add_str(o, "email", job->email) ||
+    if (jsonobj_put(root, "client", o) || add_str(o, "email", job->email) ||
         add_str(o, "firstname", job->firstname))
         return -1;
     o = json_object_new_object();
-    if (add(root, "product", o) || add_str(o, "policy_group", job->policy_group) ||
+    if (jsonobj_put(root, "product", o) || add_str(o, "policy_group", job->policy_group) ||
         add_str(o, "storage_provider", job->storage_provider) ||
         add_bool(o, "require_password_change", job->require_password_change))
         return -1;
     const struct job_quotas *q = &job->quotas;
     o = json_object_new_object();
-    if (add(root, "quotas", o) || add_quota(o, "number_of_devices", q->number_of_devices) ||
+    if (jsonobj_put(root, "quotas", o) || add_quota(o, "number_of_devices", q->number_of_devices) ||
         add_quota(o, "protected_item_quota_gb", q->protected_item_quota_gb) ||
         add_quota(o, "protected_item_quota_tb", q->protected_item_quota_tb) ||
         add_quota(o, "storage_vault_quota_gb", q->storage_vault_quota_gb) ||
@@ -603,7 +591,7 @@ static int job_encode_into(const struct job *job, struct json_object *root)
     if (!job->has_secret)
         return 0;
     o = json_object_new_object();
-    if (add(root, "secret", o) || add_str(o, "kid", job->secret_kid) ||
+    if (jsonobj_put(root, "secret", o) || add_str(o, "kid", job->secret_kid) ||
         add_str(o, "nonce", job->secret_nonce) || add_str(o, "box", job->secret_box))
         return -1;
     return 0;
@@ -637,7 +625,7 @@ static int result_encode_into(const struct result *r, struct json_object *root)
     struct json_object *o;
     if (r->error.code != ERR_OK) {
         o = json_object_new_object();
-        if (add(root, "error", o) ||
+        if (jsonobj_put(root, "error", o) ||
             add_str(o, "class", err_class_name(err_class_of(r->error.code))) ||
             add_str(o, "code", err_code_name(r->error.code)) ||
             add_str(o, "message", r->error.msg))
@@ -645,7 +633,7 @@ static int result_encode_into(const struct result *r, struct json_object *root)
     }
     if (r->username[0] || r->storage_vault_id[0] || r->policy_id[0]) {
         o = json_object_new_object();
-        if (add(root, "account", o) ||
+        if (jsonobj_put(root, "account", o) ||
             (r->username[0] && add_str(o, "username", r->username)) ||
             (r->storage_vault_id[0] && add_str(o, "storage_vault_id", r->storage_vault_id)) ||
             (r->policy_id[0] && add_str(o, "policy_id", r->policy_id)))

@@ -1,35 +1,31 @@
 /* Signed job messages from job specs, as the WHMCS module builds them. */
 #include "jobmsg.h"
+#include "jsonobj.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int add(json_object *o, const char *k, json_object *v)
-{
-    return json_object_object_add(o, k, v);
-}
 
 int jobmsg_defaults(json_object *spec)
 {
     json_object *v;
     int rc = 0;
     if (!json_object_object_get_ex(spec, "v", NULL))
-        rc |= add(spec, "v", json_object_new_int(JOB_VERSION));
+        rc |= jsonobj_put(spec, "v", json_object_new_int(JOB_VERSION));
     if (!json_object_object_get_ex(spec, "job_id", &v) || !json_object_is_type(v, json_type_string)) {
         char id[UUID_STR_LEN];
         uuid4(id);
-        rc |= add(spec, "job_id", json_object_new_string(id));
+        rc |= jsonobj_put(spec, "job_id", json_object_new_string(id));
     }
     if (!json_object_object_get_ex(spec, "issued_at", NULL)) {
         char ts[32];
         format_time_ms(now_ms(), ts);
-        rc |= add(spec, "issued_at", json_object_new_string(ts));
+        rc |= jsonobj_put(spec, "issued_at", json_object_new_string(ts));
     }
     if (!json_object_object_get_ex(spec, "seq", NULL))
-        rc |= add(spec, "seq", json_object_new_int(0));
+        rc |= jsonobj_put(spec, "seq", json_object_new_int(0));
     if (!json_object_object_get_ex(spec, "after", NULL))
-        rc |= add(spec, "after", NULL);
+        rc |= json_object_object_add(spec, "after", NULL); /* JSON null */
     return rc ? -1 : 0;
 }
 
@@ -42,9 +38,9 @@ static int seal_into(json_object *spec, const struct key *key, struct err *e)
     if (seal_password(key, json_object_get_string(pw), &nonce, &box, e) != 0)
         return -1;
     json_object *sec = json_object_new_object();
-    int rc = !sec || add(sec, "kid", json_object_new_string(key->id)) ||
-             add(sec, "nonce", json_object_new_string(nonce)) ||
-             add(sec, "box", json_object_new_string(box));
+    int rc = !sec || jsonobj_put(sec, "kid", json_object_new_string(key->id)) ||
+             jsonobj_put(sec, "nonce", json_object_new_string(nonce)) ||
+             jsonobj_put(sec, "box", json_object_new_string(box));
     free(nonce);
     free(box);
     if (rc) {
@@ -52,7 +48,7 @@ static int seal_into(json_object *spec, const struct key *key, struct err *e)
         return err_set(e, ERR_INTERNAL, "out of memory");
     }
     json_object_object_del(spec, "password"); /* the plaintext never leaves this process */
-    return add(spec, "secret", sec) ? err_set(e, ERR_INTERNAL, "out of memory") : 0;
+    return jsonobj_put(spec, "secret", sec) ? err_set(e, ERR_INTERNAL, "out of memory") : 0;
 }
 
 int jobmsg_build(json_object *spec, const struct key *key, struct job *job, struct bus_msg *m,

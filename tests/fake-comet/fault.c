@@ -1,5 +1,6 @@
 /* Fault injection settings: parsing, JSON form and the per-call random draws. */
 #include "fault.h"
+#include "jsonobj.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -172,18 +173,6 @@ int fault_config_update(struct fault_config *cfg, json_object *obj, char *err, s
     return 0;
 }
 
-/* Adds val under key; frees val and returns -1 when that fails. */
-static int fault_json_put(json_object *obj, const char *key, json_object *val)
-{
-    if (val == NULL)
-        return -1;
-    if (json_object_object_add(obj, key, val) != 0) {
-        json_object_put(val);
-        return -1;
-    }
-    return 0;
-}
-
 json_object *fault_config_to_json(const struct fault_config *cfg)
 {
     json_object *obj = json_object_new_object();
@@ -199,15 +188,15 @@ json_object *fault_config_to_json(const struct fault_config *cfg)
             goto fail;
         }
     }
-    if (fault_json_put(obj, "latency_ms", json_object_new_int64(cfg->latency_ms)) != 0 ||
-        fault_json_put(obj, "jitter_ms", json_object_new_int64(cfg->jitter_ms)) != 0 ||
-        fault_json_put(obj, "error_rate", json_object_new_double(cfg->error_rate)) != 0 ||
-        fault_json_put(obj, "error_kind", json_object_new_string(fault_kind_name(cfg->kind))) != 0 ||
-        fault_json_put(obj, "hang_ms", json_object_new_int64(cfg->hang_ms)) != 0)
+    if (jsonobj_put(obj, "latency_ms", json_object_new_int64(cfg->latency_ms)) != 0 ||
+        jsonobj_put(obj, "jitter_ms", json_object_new_int64(cfg->jitter_ms)) != 0 ||
+        jsonobj_put(obj, "error_rate", json_object_new_double(cfg->error_rate)) != 0 ||
+        jsonobj_put(obj, "error_kind", json_object_new_string(fault_kind_name(cfg->kind))) != 0 ||
+        jsonobj_put(obj, "hang_ms", json_object_new_int64(cfg->hang_ms)) != 0)
         goto fail;
     json_object *tmp = eps;
     eps = NULL; /* fault_json_put owns it from here, even on failure */
-    if (fault_json_put(obj, "error_endpoints", tmp) != 0)
+    if (jsonobj_put(obj, "error_endpoints", tmp) != 0)
         goto fail;
     return obj;
 fail:

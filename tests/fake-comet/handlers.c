@@ -1,6 +1,7 @@
 /* Admin API endpoints of the fake Comet Server: one table of endpoint ->
  * required parameters -> handler, run against the shared state. */
 #include "handlers.h"
+#include "jsonobj.h"
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -30,26 +31,14 @@ struct handler_row {
 
 /* ---- reply helpers ---- */
 
-/* Sets key to val; frees val and returns -1 when that fails. */
-static int reply_put(json_object *obj, const char *key, json_object *val)
-{
-    if (val == NULL)
-        return -1;
-    if (json_object_object_add(obj, key, val) != 0) {
-        json_object_put(val);
-        return -1;
-    }
-    return 0;
-}
-
 /* {"Status": status, "Message": msg}: the generic Comet reply. */
 static json_object *reply_status(int status, const char *msg)
 {
     json_object *r = json_object_new_object();
     if (r == NULL)
         return NULL;
-    if (reply_put(r, "Status", json_object_new_int(status)) != 0 ||
-        reply_put(r, "Message", json_object_new_string(msg)) != 0) {
+    if (jsonobj_put(r, "Status", json_object_new_int(status)) != 0 ||
+        jsonobj_put(r, "Message", json_object_new_string(msg)) != 0) {
         json_object_put(r);
         return NULL;
     }
@@ -73,8 +62,8 @@ static json_object *reply_profile_and_hash(json_object *rec)
     json_object *r = reply_ok();
     if (r == NULL)
         return NULL;
-    if (reply_put(r, "ProfileHash", json_object_new_string(state_user_hash(rec))) != 0 ||
-        reply_put(r, "Profile", json_object_get(state_user_profile(rec))) != 0) {
+    if (jsonobj_put(r, "ProfileHash", json_object_new_string(state_user_hash(rec))) != 0 ||
+        jsonobj_put(r, "Profile", json_object_get(state_user_profile(rec))) != 0) {
         json_object_put(r);
         return NULL;
     }
@@ -114,13 +103,13 @@ static json_object *handle_meta_version(const struct form *form)
     json_object *r = json_object_new_object();
     if (r == NULL)
         return NULL;
-    if (reply_put(r, "Version", json_object_new_string(FAKE_VERSION)) != 0 ||
-        reply_put(r, "VersionCodename", json_object_new_string(FAKE_VERSION_CODENAME)) != 0 ||
-        reply_put(r, "AuthenticationRole", json_object_new_boolean(1)) != 0 ||
-        reply_put(r, "StorageRole", json_object_new_boolean(1)) != 0 ||
-        reply_put(r, "ServerStartTime", json_object_new_int64(state_start_time())) != 0 ||
-        reply_put(r, "CurrentTime", json_object_new_int64((int64_t)time(NULL))) != 0 ||
-        reply_put(r, "ServerStartHash", json_object_new_string(state_start_hash())) != 0) {
+    if (jsonobj_put(r, "Version", json_object_new_string(FAKE_VERSION)) != 0 ||
+        jsonobj_put(r, "VersionCodename", json_object_new_string(FAKE_VERSION_CODENAME)) != 0 ||
+        jsonobj_put(r, "AuthenticationRole", json_object_new_boolean(1)) != 0 ||
+        jsonobj_put(r, "StorageRole", json_object_new_boolean(1)) != 0 ||
+        jsonobj_put(r, "ServerStartTime", json_object_new_int64(state_start_time())) != 0 ||
+        jsonobj_put(r, "CurrentTime", json_object_new_int64((int64_t)time(NULL))) != 0 ||
+        jsonobj_put(r, "ServerStartHash", json_object_new_string(state_start_hash())) != 0) {
         json_object_put(r);
         return NULL;
     }
@@ -148,7 +137,7 @@ static json_object *handle_policies_list(const struct form *form)
         if (json_object_object_get_ex(policy, "Description", &v) &&
             json_object_is_type(v, json_type_string))
             desc = json_object_get_string(v);
-        if (reply_put(r, id, json_object_new_string(desc)) != 0) {
+        if (jsonobj_put(r, id, json_object_new_string(desc)) != 0) {
             json_object_put(r);
             return NULL;
         }
@@ -167,8 +156,8 @@ static json_object *handle_policies_get(const struct form *form)
     json_object *r = reply_ok();
     if (r == NULL)
         return NULL;
-    if (reply_put(r, "Policy", json_object_get(policy)) != 0 ||
-        reply_put(r, "PolicyHash", json_object_get(hash)) != 0) {
+    if (jsonobj_put(r, "Policy", json_object_get(policy)) != 0 ||
+        jsonobj_put(r, "PolicyHash", json_object_get(hash)) != 0) {
         json_object_put(r);
         return NULL;
     }
@@ -212,7 +201,7 @@ static json_object *handle_policies_new(const struct form *form)
     if (r == NULL)
         return NULL;
     /* Like the real server: the reply names the hash, not the new ID. */
-    if (reply_put(r, "PolicyHash", json_object_get(hash)) != 0) {
+    if (jsonobj_put(r, "PolicyHash", json_object_get(hash)) != 0) {
         json_object_put(r);
         return NULL;
     }
@@ -345,13 +334,13 @@ static json_object *destination_new(const char *description)
     json_object *d = json_object_new_object();
     if (d == NULL)
         return NULL;
-    if (reply_put(d, "Description", json_object_new_string(description)) != 0 ||
-        reply_put(d, "DestinationType", json_object_new_int(FAKE_DESTINATION_COMET_STORAGE)) != 0 ||
-        reply_put(d, "StorageLimitEnabled", json_object_new_boolean(0)) != 0 ||
-        reply_put(d, "StorageLimitBytes", json_object_new_int64(0)) != 0 ||
-        reply_put(d, "StorageLimitID", json_object_new_string("")) != 0 ||
-        reply_put(d, "AssociatedDevices", json_object_new_array()) != 0 ||
-        reply_put(d, "CreateTime", json_object_new_int64((int64_t)time(NULL))) != 0) {
+    if (jsonobj_put(d, "Description", json_object_new_string(description)) != 0 ||
+        jsonobj_put(d, "DestinationType", json_object_new_int(FAKE_DESTINATION_COMET_STORAGE)) != 0 ||
+        jsonobj_put(d, "StorageLimitEnabled", json_object_new_boolean(0)) != 0 ||
+        jsonobj_put(d, "StorageLimitBytes", json_object_new_int64(0)) != 0 ||
+        jsonobj_put(d, "StorageLimitID", json_object_new_string("")) != 0 ||
+        jsonobj_put(d, "AssociatedDevices", json_object_new_array()) != 0 ||
+        jsonobj_put(d, "CreateTime", json_object_new_int64((int64_t)time(NULL))) != 0) {
         json_object_put(d);
         return NULL;
     }
@@ -373,17 +362,17 @@ static json_object *handle_request_vault(const struct form *form)
         !json_object_is_type(dests, json_type_object)) {
         /* A profile stored without the map: the server starts a new one. */
         dests = json_object_new_object();
-        if (reply_put(profile, "Destinations", dests) != 0)
+        if (jsonobj_put(profile, "Destinations", dests) != 0)
             return NULL;
     }
     state_random_guid(id);
-    if (reply_put(dests, id, destination_new(json_object_get_string(desc))) != 0 ||
+    if (jsonobj_put(dests, id, destination_new(json_object_get_string(desc))) != 0 ||
         state_user_touch(rec) != 0)
         return NULL;
     json_object *r = state_options()->old_set_reply ? reply_ok() : reply_profile_and_hash(rec);
     if (r == NULL)
         return NULL;
-    if (reply_put(r, "DestinationID", json_object_new_string(id)) != 0) {
+    if (jsonobj_put(r, "DestinationID", json_object_new_string(id)) != 0) {
         json_object_put(r);
         return NULL;
     }
@@ -415,7 +404,7 @@ static json_object *handle_list_users_full(const struct form *form)
     if (r == NULL)
         return NULL;
     json_object_object_foreach(state_users(), name, rec) {
-        if (reply_put(r, name, json_object_get(state_user_profile(rec))) != 0) {
+        if (jsonobj_put(r, name, json_object_get(state_user_profile(rec))) != 0) {
             json_object_put(r);
             return NULL;
         }
