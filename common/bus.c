@@ -163,36 +163,34 @@ static int reply_err(amqp_rpc_reply_t r, const char *what, struct err *err)
     case AMQP_RESPONSE_NORMAL:
         return 0;
     case AMQP_RESPONSE_NONE:
-        return err_set(err, ERR_COMET_UNAVAILABLE, "amqp: %s: missing RPC reply", what);
+        return err_set(err, ERR_BROKER_UNAVAILABLE, "amqp: %s: missing RPC reply", what);
     case AMQP_RESPONSE_LIBRARY_EXCEPTION:
-        return err_set(err, ERR_COMET_UNAVAILABLE, "amqp: %s: %s", what,
+        return err_set(err, ERR_BROKER_UNAVAILABLE, "amqp: %s: %s", what,
                        amqp_error_string2(r.library_error));
     case AMQP_RESPONSE_SERVER_EXCEPTION:
         if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
             amqp_connection_close_t *c = r.reply.decoded;
-            return err_set(err, ERR_COMET_UNAVAILABLE, "amqp: %s: connection closed %u %.*s", what,
+            return err_set(err, ERR_BROKER_UNAVAILABLE, "amqp: %s: connection closed %u %.*s", what,
                            c->reply_code, (int)c->reply_text.len, (char *)c->reply_text.bytes);
         }
         if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
             amqp_channel_close_t *c = r.reply.decoded;
-            return err_set(err, ERR_COMET_UNAVAILABLE, "amqp: %s: channel closed %u %.*s", what,
+            return err_set(err, ERR_BROKER_UNAVAILABLE, "amqp: %s: channel closed %u %.*s", what,
                            c->reply_code, (int)c->reply_text.len, (char *)c->reply_text.bytes);
         }
-        return err_set(err, ERR_COMET_UNAVAILABLE, "amqp: %s: server exception 0x%08x", what,
+        return err_set(err, ERR_BROKER_UNAVAILABLE, "amqp: %s: server exception 0x%08x", what,
                        r.reply.id);
     }
-    return err_set(err, ERR_COMET_UNAVAILABLE, "amqp: %s: unknown reply", what);
+    return err_set(err, ERR_BROKER_UNAVAILABLE, "amqp: %s: unknown reply", what);
 }
 
 static int status_err(int status, const char *what, struct err *err)
 {
     if (status == AMQP_STATUS_OK)
         return 0;
-    return err_set(err, ERR_COMET_UNAVAILABLE, "amqp: %s: %s", what, amqp_error_string2(status));
+    return err_set(err, ERR_BROKER_UNAVAILABLE, "amqp: %s: %s", what, amqp_error_string2(status));
 }
 
-/* The bus reports its own failures with ERR_COMET_UNAVAILABLE's transient
- * class; callers only need "the broker failed, reconnect". */
 
 /* ---- connection ---------------------------------------------------------- */
 
@@ -240,7 +238,7 @@ struct bus *bus_connect(const char *url, int heartbeat, struct err *err)
     struct timeval tv = { .tv_sec = BUS_CONNECT_TIMEOUT_S, .tv_usec = 0 };
     int st = amqp_socket_open_noblock(sock, ci.host, ci.port, &tv);
     if (st != AMQP_STATUS_OK) {
-        err_set(err, ERR_COMET_UNAVAILABLE, "amqp: cannot connect to %s:%d: %s", ci.host, ci.port,
+        err_set(err, ERR_BROKER_UNAVAILABLE, "amqp: cannot connect to %s:%d: %s", ci.host, ci.port,
                 amqp_error_string2(st));
         goto fail;
     }
@@ -392,7 +390,7 @@ int bus_qos(struct bus *b, int prefetch, struct err *err)
 {
     if (!amqp_basic_qos(b->conn, BUS_CHANNEL, 0, (uint16_t)prefetch, 0))
         return reply_err(amqp_get_rpc_reply(b->conn), "basic.qos", err) ? -1
-               : err_set(err, ERR_COMET_UNAVAILABLE, "amqp: basic.qos failed");
+               : err_set(err, ERR_BROKER_UNAVAILABLE, "amqp: basic.qos failed");
     return 0;
 }
 
@@ -402,7 +400,7 @@ int bus_consume(struct bus *b, const char *queue, struct err *err)
                                                      amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
     if (!ok)
         return reply_err(amqp_get_rpc_reply(b->conn), "basic.consume", err) ? -1
-               : err_set(err, ERR_COMET_UNAVAILABLE, "amqp: basic.consume failed");
+               : err_set(err, ERR_BROKER_UNAVAILABLE, "amqp: basic.consume failed");
     copy_bytes(b->consumer_tag, sizeof(b->consumer_tag), ok->consumer_tag);
     b->consuming = true;
     return 0;
@@ -415,7 +413,7 @@ int bus_cancel(struct bus *b, struct err *err)
     b->consuming = false;
     if (!amqp_basic_cancel(b->conn, BUS_CHANNEL, amqp_cstring_bytes(b->consumer_tag)))
         return reply_err(amqp_get_rpc_reply(b->conn), "basic.cancel", err) ? -1
-               : err_set(err, ERR_COMET_UNAVAILABLE, "amqp: basic.cancel failed");
+               : err_set(err, ERR_BROKER_UNAVAILABLE, "amqp: basic.cancel failed");
     return 0;
 }
 
@@ -469,7 +467,7 @@ int bus_publish_wait(struct bus *b, const struct bus_msg *m, int timeout_ms, str
         clock_gettime(CLOCK_MONOTONIC, &now);
         long elapsed = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
         if (elapsed >= timeout_ms)
-            return err_set(err, ERR_COMET_TIMEOUT,
+            return err_set(err, ERR_BROKER_UNAVAILABLE,
                            "amqp: the broker did not confirm the publish within %d ms", timeout_ms);
         struct bus_event ev;
         if (bus_wait(b, (int)(timeout_ms - elapsed), -1, &ev, err))
@@ -489,7 +487,7 @@ int bus_publish_wait(struct bus *b, const struct bus_msg *m, int timeout_ms, str
             break;
         case BUS_EV_NACK:
             if (ev.seq == seq || (ev.multiple && ev.seq >= seq))
-                return err_set(err, ERR_COMET_UNAVAILABLE, "amqp: the broker refused the message");
+                return err_set(err, ERR_BROKER_UNAVAILABLE, "amqp: the broker refused the message");
             break;
         case BUS_EV_DELIVERY:
             bus_delivery_clear(&ev.delivery); /* not expected on a publishing bus */
@@ -636,16 +634,16 @@ static int handle_frame(struct bus *b, struct bus_event *ev, struct err *err)
     }
     case AMQP_BASIC_CANCEL_METHOD:
         /* The broker cancelled our consumer (queue deleted, node down). */
-        return err_set(err, ERR_COMET_UNAVAILABLE, "amqp: the broker cancelled the consumer");
+        return err_set(err, ERR_BROKER_UNAVAILABLE, "amqp: the broker cancelled the consumer");
     case AMQP_CHANNEL_CLOSE_METHOD: {
         amqp_channel_close_t *c = frame.payload.method.decoded;
-        err_set(err, ERR_COMET_UNAVAILABLE, "amqp: channel closed by broker: %u %.*s",
+        err_set(err, ERR_BROKER_UNAVAILABLE, "amqp: channel closed by broker: %u %.*s",
                 c->reply_code, (int)c->reply_text.len, (char *)c->reply_text.bytes);
         return -1;
     }
     case AMQP_CONNECTION_CLOSE_METHOD: {
         amqp_connection_close_t *c = frame.payload.method.decoded;
-        err_set(err, ERR_COMET_UNAVAILABLE, "amqp: connection closed by broker: %u %.*s",
+        err_set(err, ERR_BROKER_UNAVAILABLE, "amqp: connection closed by broker: %u %.*s",
                 c->reply_code, (int)c->reply_text.len, (char *)c->reply_text.bytes);
         return -1;
     }
@@ -678,7 +676,7 @@ static int read_ready(struct bus *b, struct bus_event *ev, struct err *err)
             return handle_frame(b, ev, err);
     }
     return reply_err(r, "consume", err) ? -1
-           : err_set(err, ERR_COMET_UNAVAILABLE, "amqp: consume failed");
+           : err_set(err, ERR_BROKER_UNAVAILABLE, "amqp: consume failed");
 }
 
 int bus_wait(struct bus *b, int timeout_ms, int wake_fd, struct bus_event *ev, struct err *err)
@@ -696,7 +694,7 @@ int bus_wait(struct bus *b, int timeout_ms, int wake_fd, struct bus_event *ev, s
             ev->kind = BUS_EV_TIMEOUT;
             return 0;
         }
-        return err_set(err, ERR_COMET_UNAVAILABLE, "amqp: poll: %s", strerror(errno));
+        return err_set(err, ERR_BROKER_UNAVAILABLE, "amqp: poll: %s", strerror(errno));
     }
     if (wake_fd >= 0 && (pfd[1].revents & POLLIN)) {
         ev->kind = BUS_EV_WAKE;
@@ -719,7 +717,7 @@ int bus_get(struct bus *b, const char *queue, struct bus_delivery *d, struct err
     if (r.reply.id == AMQP_BASIC_GET_EMPTY_METHOD)
         return 0;
     if (r.reply.id != AMQP_BASIC_GET_OK_METHOD)
-        return err_set(err, ERR_COMET_UNAVAILABLE, "amqp: unexpected basic.get reply");
+        return err_set(err, ERR_BROKER_UNAVAILABLE, "amqp: unexpected basic.get reply");
     amqp_basic_get_ok_t *ok = r.reply.decoded;
     uint64_t tag = ok->delivery_tag;
     bool redelivered = ok->redelivered;
@@ -755,7 +753,7 @@ int bus_bind_temp_queue(struct bus *b, const char *exchange, const char *key, ch
                                                      1, 1, amqp_empty_table);
     if (!ok)
         return reply_err(amqp_get_rpc_reply(b->conn), "temp queue", err) ? -1
-               : err_set(err, ERR_COMET_UNAVAILABLE, "amqp: temp queue failed");
+               : err_set(err, ERR_BROKER_UNAVAILABLE, "amqp: temp queue failed");
     copy_bytes(out_name, 128, ok->queue);
     return bind_queue(b, out_name, exchange, key, err);
 }

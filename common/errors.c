@@ -26,6 +26,7 @@ static const struct err_row err_table[] = {
     [ERR_COMET_RATE_LIMITED] = { ERRC_TRANSIENT, "comet_rate_limited" },
     [ERR_COMET_BAD_RESPONSE] = { ERRC_TRANSIENT, "comet_bad_response" },
     [ERR_STORE_UNAVAILABLE]  = { ERRC_TRANSIENT, "store_unavailable" },
+    [ERR_BROKER_UNAVAILABLE]  = { ERRC_TRANSIENT, "broker_unavailable" },
     [ERR_HASH_CONFLICT]      = { ERRC_TRANSIENT, "hash_conflict" },
     [ERR_COMET_AUTH]         = { ERRC_PERMANENT, "comet_auth" },
     [ERR_COMET_REJECTED]     = { ERRC_PERMANENT, "comet_rejected" },

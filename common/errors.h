@@ -35,6 +35,7 @@ enum err_code {
     ERR_COMET_RATE_LIMITED,/* HTTP 429 */
     ERR_COMET_BAD_RESPONSE,/* non-JSON, truncated, or an empty object where fields were due */
     ERR_STORE_UNAVAILABLE, /* Redis unreachable or failing */
+    ERR_BROKER_UNAVAILABLE,/* RabbitMQ unreachable, closed the channel, or did not confirm */
     ERR_HASH_CONFLICT,     /* profile changed under us more times than we re-apply */
     /* permanent */
     ERR_COMET_AUTH,        /* admin credentials refused (body or HTTP 401/403) */

@@ -109,7 +109,7 @@ static amqp_connection_state_t raw_open(const char *url, struct err *e)
     conn = amqp_new_connection();
     amqp_socket_t *sock = conn ? amqp_tcp_socket_new(conn) : NULL;
     if (!sock || amqp_socket_open(sock, ci.host, ci.port) != AMQP_STATUS_OK) {
-        err_set(e, ERR_COMET_UNAVAILABLE, "cannot connect to the broker");
+        err_set(e, ERR_BROKER_UNAVAILABLE, "cannot connect to the broker");
         goto fail;
     }
     const char *vhost = ci.vhost && ci.vhost[0] ? ci.vhost : "/";
@@ -117,7 +117,7 @@ static amqp_connection_state_t raw_open(const char *url, struct err *e)
                                     ci.password);
     if (r.reply_type != AMQP_RESPONSE_NORMAL || !amqp_channel_open(conn, 1) ||
         amqp_get_rpc_reply(conn).reply_type != AMQP_RESPONSE_NORMAL) {
-        err_set(e, ERR_COMET_UNAVAILABLE, "broker login failed");
+        err_set(e, ERR_BROKER_UNAVAILABLE, "broker login failed");
         goto fail;
     }
     free(buf);

@@ -277,7 +277,18 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         case O_STDIN: o->stdin_job = true; break;
         case O_BATCH: o->batch = optarg; break;
         case O_WAIT: o->wait = true; break;
-        case O_TIMEOUT: o->timeout_s = atoi(optarg) > 0 ? atoi(optarg) : 120; break;
+        case O_TIMEOUT: {
+            char *end = NULL;
+            long v = strtol(optarg, &end, 10);
+            if (!end || *end || end == optarg || v <= 0 || v > 86400) {
+                fprintf(stderr, "comet-enqueue: --timeout needs seconds between 1 and 86400, got '%s'\n",
+                        optarg);
+                rc = -1;
+            } else {
+                o->timeout_s = (int)v;
+            }
+            break;
+        }
         case O_QUIET: o->quiet = true; break;
         case O_SUMMARY: o->summary_json = optarg; break;
         case O_LAT: o->latencies_out = optarg; break;
@@ -432,6 +443,8 @@ static void summary(struct run *r)
         printf("%zu jobs in %.1f s: %.1f jobs/s\n", r->done, secs, secs > 0 ? r->done / secs : 0.0);
     if (r->o->summary_json) {
         FILE *f = fopen(r->o->summary_json, "w");
+        if (!f)
+            fprintf(stderr, "comet-enqueue: cannot write %s\n", r->o->summary_json);
         if (f) {
             fprintf(f, "%s\n", json_object_to_json_string_ext(js, JSON_C_TO_STRING_PRETTY));
             fclose(f);
@@ -439,6 +452,8 @@ static void summary(struct run *r)
     }
     if (r->o->latencies_out) {
         FILE *f = fopen(r->o->latencies_out, "w");
+        if (!f)
+            fprintf(stderr, "comet-enqueue: cannot write %s\n", r->o->latencies_out);
         if (f) {
             for (size_t i = 0; i < r->t.n; i++) {
                 struct tracked *x = &r->t.v[i];
