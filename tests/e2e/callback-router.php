@@ -20,20 +20,9 @@ if ($_SERVER['REQUEST_METHOD'] === 'GET' && $_SERVER['REQUEST_URI'] === '/health
     return true;
 }
 
-$capsule = new Manager();
-$capsule->addConnection([
-    'driver' => 'mysql',
-    'host' => getenv('MYSQL_HOST'),
-    'port' => getenv('MYSQL_PORT'),
-    'database' => getenv('MYSQL_DATABASE'),
-    'username' => getenv('MYSQL_USER'),
-    'password' => getenv('MYSQL_PASSWORD'),
-    'charset' => 'utf8mb4',
-    'collation' => 'utf8mb4_unicode_ci',
-]);
-$capsule->setAsGlobal();
-
 require_once __DIR__ . '/../php/whmcs-functions.php';
+whmcs_test_capsule();
+
 
 require_once __DIR__ . '/../../whmcs/modules/servers/cometbackup/callback.php';
 

@@ -19,18 +19,8 @@ foreach (['MYSQL_HOST', 'MYSQL_PORT', 'MYSQL_USER', 'MYSQL_PASSWORD', 'MYSQL_DAT
     }
 }
 
-$capsule = new Manager();
-$capsule->addConnection([
-    'driver' => 'mysql',
-    'host' => getenv('MYSQL_HOST'),
-    'port' => getenv('MYSQL_PORT'),
-    'database' => getenv('MYSQL_DATABASE'),
-    'username' => getenv('MYSQL_USER'),
-    'password' => getenv('MYSQL_PASSWORD'),
-    'charset' => 'utf8mb4',
-    'collation' => 'utf8mb4_unicode_ci',
-]);
-$capsule->setAsGlobal();
+require_once __DIR__ . '/whmcs-functions.php';
+whmcs_test_capsule();
 
 /** The WHMCS tables (the columns the module reads or writes) and test recorders. */
 function whmcs_test_schema(): void
@@ -108,7 +98,6 @@ function whmcs_test_schema(): void
     });
 }
 
-require_once __DIR__ . '/whmcs-functions.php';
 
 /* Settings: the vector key and callback secret, the broker from the env. */
 $GLOBALS['COMET_TEST_VECTORS'] = json_decode(

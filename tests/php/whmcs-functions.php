@@ -1,9 +1,27 @@
 <?php
-/* The two WHMCS functions the module calls, for the test bootstrap and the
- * e2e callback router: logModuleCall and localAPI record into tables of the
- * test database (Capsule must be set up as global first). */
+/* The minimal WHMCS the module runs in, shared by the test bootstrap and the
+ * e2e callback router: the real Capsule (Laravel's database layer, as WHMCS
+ * ships it) over the test MariaDB from MYSQL_*, and the two WHMCS functions
+ * the module calls, logModuleCall and localAPI, recording into its tables. */
 
 use Illuminate\Database\Capsule\Manager;
+
+/** Connects Capsule (as global) to the test database named by MYSQL_*. */
+function whmcs_test_capsule(): void
+{
+    $capsule = new Manager();
+    $capsule->addConnection([
+        'driver' => 'mysql',
+        'host' => getenv('MYSQL_HOST'),
+        'port' => getenv('MYSQL_PORT'),
+        'database' => getenv('MYSQL_DATABASE'),
+        'username' => getenv('MYSQL_USER'),
+        'password' => getenv('MYSQL_PASSWORD'),
+        'charset' => 'utf8mb4',
+        'collation' => 'utf8mb4_unicode_ci',
+    ]);
+    $capsule->setAsGlobal();
+}
 
 /** WHMCS's logModuleCall: one row per call, replace vars masked. */
 function logModuleCall($module, $action, $request, $response, $processed = '', $replace = [])
