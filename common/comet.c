@@ -37,7 +37,7 @@ struct comet_endpoint_row {
     enum comet_shape shape;
     const char *field;       /* SHAPE_OBJECT: a member every success has */
     const char *field2;      /* and a second one, or NULL */
-    bool fresh;              /* not idempotent: never on a reused connection (see call_prepare) */
+    bool once;               /* not idempotent: never sent twice by libcurl (see body_seek) */
 };
 
 static const struct comet_endpoint_row endpoint_table[] = {
@@ -76,6 +76,10 @@ struct comet_client {
     int timeout_ms;
     struct buf resp;                  /* reused response buffer */
     char errbuf[CURL_ERROR_SIZE];     /* curl's detail for the last failure */
+    /* The body of a call that must not be sent twice, read by body_read. */
+    const char *body;
+    size_t body_len;
+    size_t body_off;
     /* The options that stay the same from call to call are set once, for
      * the TLS settings of one server; a call to a server with other TLS
      * settings resets the handle and sets them again. */
@@ -265,6 +269,11 @@ static int classify_curl(const char *path, int curl_code, const char *curl_text,
     case CURLE_OUT_OF_MEMORY:
         code = ERR_INTERNAL;
         break;
+    case CURLE_SEND_FAIL_REWIND:
+        /* body_seek refused a silent resend: the answer was lost. */
+        return err_set(err, ERR_COMET_UNAVAILABLE,
+                       "%s: connection lost after the request was sent (not resent: it may have been applied)",
+                       path);
     case CURLE_URL_MALFORMAT:
     case CURLE_UNSUPPORTED_PROTOCOL:
         /* The configured URL can never work: a config problem, not a retry. */
@@ -410,6 +419,41 @@ static int form_build(CURL *curl, const struct config_server *server,
     return 0;
 }
 
+/* The body of a `once` call, handed to libcurl piece by piece. */
+static size_t body_read(char *dst, size_t size, size_t nitems, void *userdata)
+{
+    struct comet_client *c = userdata;
+    size_t n = size * nitems;
+
+    if (n > c->body_len - c->body_off)
+        n = c->body_len - c->body_off;
+    memcpy(dst, c->body + c->body_off, n);
+    c->body_off += n;
+    return n;
+}
+
+/* libcurl rewinds the body before sending it again. On a reused
+ * connection that dies before any answer, it resends the request on a new
+ * one without telling us, but Comet may have applied the first (each
+ * request-storage-vault adds a vault). Refusing the rewind turns that
+ * resend into CURLE_SEND_FAIL_REWIND, which we report as a lost answer,
+ * and the action's read-back settles it. A redirect (3xx answered) is a
+ * legitimate second send: that rewind is allowed. This keeps such calls on
+ * the kept-alive connections instead of a new TCP connection per call. */
+static int body_seek(void *userdata, curl_off_t offset, int origin)
+{
+    struct comet_client *c = userdata;
+    long status = 0;
+
+    if (offset != 0 || origin != SEEK_SET)
+        return CURL_SEEKFUNC_FAIL;
+    if (curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &status) != CURLE_OK ||
+        status < 300 || status > 399)
+        return CURL_SEEKFUNC_FAIL;
+    c->body_off = 0;
+    return CURL_SEEKFUNC_OK;
+}
+
 /* Sets the options every call shares (and the server's TLS settings) on a
  * freshly reset handle; the first failing setopt stops and is returned. */
 static CURLcode call_prepare_constant(struct comet_client *c, const struct config_server *server)
@@ -435,6 +479,10 @@ static CURLcode call_prepare_constant(struct comet_client *c, const struct confi
         SETOPT(CURLOPT_CAINFO, server->ca_file);
     SETOPT(CURLOPT_WRITEFUNCTION, on_body);
     SETOPT(CURLOPT_WRITEDATA, &c->resp);
+    SETOPT(CURLOPT_READFUNCTION, body_read);
+    SETOPT(CURLOPT_READDATA, c);
+    SETOPT(CURLOPT_SEEKFUNCTION, body_seek);
+    SETOPT(CURLOPT_SEEKDATA, c);
     SETOPT(CURLOPT_ERRORBUFFER, c->errbuf);
     /* Answers are a few KiB: an 8 KiB receive buffer instead of 16 saves
      * 1 MiB of RSS per 128 threads. */
@@ -444,8 +492,7 @@ static CURLcode call_prepare_constant(struct comet_client *c, const struct confi
 }
 
 /* Sets the options of one call: the shared ones when the handle does not
- * hold them for this server's TLS settings yet, then URL, body and
- * connection reuse. */
+ * hold them for this server's TLS settings yet, then URL and body. */
 static CURLcode call_prepare(struct comet_client *c, const struct config_server *server,
                              const struct comet_endpoint_row *row, const char *url,
                              const struct buf *form)
@@ -464,19 +511,17 @@ static CURLcode call_prepare(struct comet_client *c, const struct config_server 
         c->opts_insecure = server->insecure;
         snprintf(c->opts_ca_file, sizeof(c->opts_ca_file), "%s", server->ca_file);
     }
+    c->body = form->data;
+    c->body_len = form->len;
+    c->body_off = 0;
 #define SETOPT(opt, val) do { if (rc == CURLE_OK) rc = curl_easy_setopt(c->curl, opt, val); } while (0)
     SETOPT(CURLOPT_URL, url);
-    SETOPT(CURLOPT_POSTFIELDS, form->data);
+    /* An idempotent call goes as POSTFIELDS (one send with the headers; a
+     * silent resend is harmless); a `once` call through the read callback
+     * so that its resend can be refused (body_seek). POSTFIELDS NULL makes
+     * libcurl use the callback; the size keeps a Content-Length. */
+    SETOPT(CURLOPT_POSTFIELDS, row->once ? NULL : form->data);
     SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)form->len);
-    /* On a reused connection that dies before any answer, libcurl silently
-     * sends the request again. Comet may have committed the first one
-     * (each request-storage-vault adds a vault), so these go on a new
-     * connection, where libcurl never retries; and it is closed after:
-     * otherwise every such call parks one more idle connection in the
-     * handle's cache, and hundreds of threads exhaust the server's
-     * connection limit. Both are set on every call, as they persist. */
-    SETOPT(CURLOPT_FRESH_CONNECT, row->fresh ? 1L : 0L);
-    SETOPT(CURLOPT_FORBID_REUSE, row->fresh ? 1L : 0L);
 #undef SETOPT
     if (rc != CURLE_OK)
         c->opts_set = false; /* start from a reset handle next time */
@@ -538,6 +583,8 @@ int comet_call(struct comet_client *c, const struct config_server *server,
         started = (long)(ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
     rc = curl_easy_perform(c->curl);
     buf_clear(&form);
+    c->body = NULL;
+    c->body_len = c->body_off = 0;
     /* The handle must not keep a pointer to the freed form. */
     if (curl_easy_setopt(c->curl, CURLOPT_POSTFIELDS, NULL) != CURLE_OK)
         log_warn("comet: could not clear POSTFIELDS");

@@ -443,6 +443,41 @@ static void test_actions_create_vault_fail_after_commit(void **state)
     json_object_put(st);
 }
 
+/* request-storage-vault rides the kept-alive connection; when the server
+ * applies it and drops that connection unanswered, libcurl would resend it
+ * on a new one (two vaults). The client must refuse that resend and report
+ * the lost answer instead; a call that is safe to repeat still goes on. */
+static void test_actions_once_call_not_resent(void **state)
+{
+    struct fixture *fx = fixture_or_skip(state);
+    struct comet_param add[] = { { "TargetUser", "once@example.com" },
+                                 { "TargetPassword", PASSWORD } };
+    struct comet_param vault[] = { { "TargetUser", "once@example.com" },
+                                   { "StorageProvider", PROVIDER } };
+    json_object *out = NULL, *st;
+    struct err e;
+
+    /* Warms the connection: the next call finds it alive and reuses it. */
+    assert_int_equal(comet_call(fx->ctx.comet, fx->ctx.server, COMET_ADD_USER, add, 2, &out, NULL, &e), 0);
+    json_object_put(out);
+    fake_post(fx, "/__fake/config", "{\"error_rate\":1,\"error_kind\":\"fail_after_commit\","
+                                     "\"error_endpoints\":[\"request-storage-vault\"]}");
+    assert_int_equal(comet_call(fx->ctx.comet, fx->ctx.server, COMET_REQUEST_STORAGE_VAULT, vault, 2,
+                                &out, NULL, &e), -1);
+    assert_int_equal(e.code, ERR_COMET_UNAVAILABLE);
+    assert_non_null(strstr(e.msg, "not resent"));
+    fake_post(fx, "/__fake/config", "{\"error_rate\":0}");
+    st = fake_state(fx);
+    assert_int_equal(calls(st, "request-storage-vault"), 1);
+    assert_int_equal(json_object_object_length(at(profile_of(st, "once@example.com"), "Destinations",
+                                                  NULL, NULL)), 1);
+    json_object_put(st);
+    /* The same handle works on after the dropped connection. */
+    assert_int_equal(comet_call(fx->ctx.comet, fx->ctx.server, COMET_REQUEST_STORAGE_VAULT, vault, 2,
+                                &out, NULL, &e), 0);
+    json_object_put(out);
+}
+
 static void test_actions_create_vault_retry_after_commit(void **state)
 {
     struct fixture *fx = fixture_or_skip(state);
@@ -706,6 +741,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_actions_create_collision_suffix, setup, teardown),
         cmocka_unit_test_setup_teardown(test_actions_create_vault_fail_after_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_actions_create_vault_retry_after_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_actions_once_call_not_resent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_actions_create_add_user_fail_after_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_actions_create_transient_5xx, setup, teardown),
         cmocka_unit_test_setup_teardown(test_actions_suspend_unsuspend, setup, teardown),
