@@ -3,8 +3,11 @@
 #include "store.h"
 
 #include <hiredis/hiredis.h>
+#include <pthread.h>
 #include <sodium.h>
 #include <stdarg.h>
+#include <stdint.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -268,6 +271,65 @@ static int make_key(const struct store *s, char key[STORE_KEY_MAX], const char *
 
 /* ---- policy cache ------------------------------------------------------ */
 
+/* Every create asks whether its policy group exists, and policies almost
+ * never change: a key Redis confirmed is remembered in this process for a
+ * minute, which saves a round trip per create. Keyed by the full Redis key
+ * (prefix included), so it is only ever a copy of what Redis holds; Redis
+ * stays the shared record across workers and pods. Direct-mapped: a
+ * collision just costs one EXISTS. */
+#define POLICY_MEMO_SLOTS 64
+#define POLICY_MEMO_MS 60000
+
+struct policy_memo {
+    char key[STORE_KEY_MAX];
+    long long until_ms; /* CLOCK_MONOTONIC; 0 = empty */
+};
+static struct policy_memo policy_memo[POLICY_MEMO_SLOTS];
+static pthread_mutex_t policy_memo_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static long long memo_now_ms(void)
+{
+    struct timespec ts;
+
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
+        return 0;
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static size_t memo_slot(const char *key)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return h % POLICY_MEMO_SLOTS;
+}
+
+static bool memo_has(const char *key)
+{
+    struct policy_memo *m = &policy_memo[memo_slot(key)];
+    long long now = memo_now_ms();
+    bool hit;
+
+    if (now == 0 || pthread_mutex_lock(&policy_memo_mu) != 0)
+        return false;
+    hit = m->until_ms > now && strcmp(m->key, key) == 0;
+    pthread_mutex_unlock(&policy_memo_mu);
+    return hit;
+}
+
+static void memo_put(const char *key)
+{
+    struct policy_memo *m = &policy_memo[memo_slot(key)];
+    long long now = memo_now_ms();
+
+    if (now == 0 || pthread_mutex_lock(&policy_memo_mu) != 0)
+        return;
+    snprintf(m->key, sizeof(m->key), "%s", key);
+    m->until_ms = now + POLICY_MEMO_MS;
+    pthread_mutex_unlock(&policy_memo_mu);
+}
+
 int store_policy_known(struct store *s, const char *server, const char *policy_id,
                        bool *known, struct err *err)
 {
@@ -277,6 +339,10 @@ int store_policy_known(struct store *s, const char *server, const char *policy_i
     *known = false;
     if (make_key(s, key, "policy", server, policy_id, err) != 0)
         return -1;
+    if (memo_has(key)) {
+        *known = true;
+        return 0;
+    }
     r = store_command(s, err, "EXISTS %s", key);
     if (r == NULL)
         return -1;
@@ -288,6 +354,8 @@ int store_policy_known(struct store *s, const char *server, const char *policy_i
     }
     *known = r->integer > 0;
     freeReplyObject(r);
+    if (*known)
+        memo_put(key);
     return 0;
 }
 
@@ -303,6 +371,7 @@ int store_policy_remember(struct store *s, const char *server, const char *polic
     if (r == NULL)
         return -1;
     freeReplyObject(r);
+    memo_put(key);
     return 0;
 }
 
@@ -647,17 +716,19 @@ unsent:
 
 int store_job_finish(struct store *s, const char *job_id, const char *state, const char *result_json,
                      int retention_seconds, const char *server, long long service_id,
-                     long long seq, bool broken, struct err *err)
+                     long long seq, bool broken, bool unlock, struct err *err)
 {
-    char jkey[STORE_KEY_MAX], skey[STORE_KEY_MAX], sid[32];
+    char jkey[STORE_KEY_MAX], skey[STORE_KEY_MAX], lkey[STORE_KEY_MAX], sid[48];
     const char *fields[3], *values[3];
-    redisReply *r[3] = { NULL, NULL, NULL };
+    redisReply *r[4] = { NULL, NULL, NULL, NULL };
     size_t nf = 0, n = 1;
 
     snprintf(sid, sizeof(sid), "%lld", service_id);
     if (make_key(s, jkey, "job", job_id, NULL, err) != 0 ||
-        (seq > 0 && make_key(s, skey, "svc", server, sid, err) != 0) ||
-        store_ensure(s, err) != 0)
+        (seq > 0 && make_key(s, skey, "svc", server, sid, err) != 0))
+        return -1;
+    snprintf(sid, sizeof(sid), "%lld:lock", service_id);
+    if ((unlock && make_key(s, lkey, "svc", server, sid, err) != 0) || store_ensure(s, err) != 0)
         return -1;
     /* One HSET: a reader that sees the terminal state also finds the result. */
     if (result_json != NULL) {
@@ -679,6 +750,12 @@ int store_job_finish(struct store *s, const char *job_id, const char *state, con
         n++;
         if (pipeline_append(s, err, "EVAL %s 1 %s %lld %d", raise_script, skey, seq,
                             retention_seconds > 0 ? retention_seconds : 604800) != 0)
+            return -1;
+    }
+    /* The service lock goes last: whoever takes it next sees this record. */
+    if (unlock) {
+        n++;
+        if (pipeline_append(s, err, "EVAL %s 1 %s %s", svc_unlock_script, lkey, job_id) != 0)
             return -1;
     }
     if (pipeline_collect(s, n, r, err) != 0)

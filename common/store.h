@@ -19,7 +19,8 @@ int store_ensure(struct store *s, struct err *err);
 int store_ping(struct store *s, struct err *err);
 
 /* Policy cache: key policy:<server>:<policy_id> = "1" once the policy
- * exists on that server. */
+ * exists on that server. A key seen in Redis is also remembered in the
+ * process for a minute (a create asks every time). */
 int store_policy_known(struct store *s, const char *server, const char *policy_id,
                        bool *known, struct err *err);
 int store_policy_remember(struct store *s, const char *server, const char *policy_id,
@@ -78,10 +79,12 @@ int store_gate_read(struct store *s, const char *job_id, const char *server, lon
  * field "broken" and cleared by a later success of the same job.
  * A job's terminal record in one round trip: HSET result (when non-NULL)
  * and state together, the expiry refresh, and when seq > 0 the service's
- * high-water mark raised as store_service_seq_raise does. */
+ * high-water mark raised as store_service_seq_raise does; with unlock,
+ * also the service lock released as store_service_unlock does, after the
+ * record (one round trip for the end of a job). */
 int store_job_finish(struct store *s, const char *job_id, const char *state, const char *result_json,
                      int retention_seconds, const char *server, long long service_id,
-                     long long seq, bool broken, struct err *err);
+                     long long seq, bool broken, bool unlock, struct err *err);
 
 /* Per-service high-water mark: the highest seq that succeeded for a
  * service (svc:<server>:<service_id>); -1 when none is recorded. Used to

@@ -262,10 +262,13 @@ static int apply_restrictions(struct action_ctx *ctx, const struct job *job, con
 /* Chooses the account name. A name an earlier attempt of this job chose
  * (recorded before add-user) is reused; if that account exists it is the
  * one this job created (*exists true). Otherwise the module's rule, with
- * a collision suffix while the name is taken. */
+ * a collision suffix while the name is taken. The name is recorded
+ * together with the vault's "started" mark when the job asks for a vault
+ * (*vault_marked set): one write instead of two, and a retry that finds
+ * the mark only looks before asking again. */
 static int create_choose_username(struct action_ctx *ctx, const struct job *job,
                                   const char *recorded, char *user, size_t len, bool *exists,
-                                  struct err *err)
+                                  bool *vault_marked, struct err *err)
 {
     char base[ACCOUNT_USERNAME_MAX];
 
@@ -279,9 +282,17 @@ static int create_choose_username(struct action_ctx *ctx, const struct job *job,
     for (int i = 0; i < USERNAME_ATTEMPTS; i++) {
         if (user_lookup(ctx, user, exists, NULL, err) != 0)
             return -1;
-        if (!*exists)
-            return store_job_set(ctx->store, job->job_id, STEP_USERNAME, user,
-                                 ctx->cfg->job_retention_seconds, err);
+        if (!*exists) {
+            const char *fields[] = { STEP_USERNAME, STEP_VAULT };
+            const char *values[] = { user, STEP_STARTED };
+            size_t n = job->storage_provider[0] != '\0' && !*vault_marked ? 2 : 1;
+            if (store_job_set_fields(ctx->store, job->job_id, n, fields, values,
+                                     ctx->cfg->job_retention_seconds, err) != 0)
+                return -1;
+            if (n == 2)
+                *vault_marked = true;
+            return 0;
+        }
         if (account_collision_username(base, account_rand_default, NULL, user, len, err) != 0)
             return -1;
     }
@@ -443,7 +454,7 @@ static int vault_find(struct action_ctx *ctx, const struct job *job, const char 
     if (!exists)
         return err_set(err, ERR_USER_NOT_FOUND, "user %s not found", user);
     if (!json_object_object_get_ex(profile, "Destinations", &dests) ||
-        !json_object_is_type(dests, json_type_object)) {
+        !json_object_is_type(dests, json_type_object) || json_object_object_length(dests) == 0) {
         json_object_put(profile);
         return 0;
     }
@@ -470,10 +481,14 @@ static int vault_find(struct action_ctx *ctx, const struct job *job, const char 
 
 /* request-storage-vault, once per job: each call adds a vault, so an
  * earlier attempt's vault (recorded, or found after a lost answer) is
- * adopted instead of asking again. */
+ * adopted instead of asking again. step is what earlier attempts recorded;
+ * marked: the "started" mark is already written (by an earlier attempt or
+ * with the username). A vault the server named in its answer is not
+ * recorded separately: the job's result holds it, and a retry after a
+ * crash in between finds it by looking (step is "started"). */
 static int create_vault(struct action_ctx *ctx, const struct job *job, const char *user,
-                        const char *recorded, const char *step, char vault_id[VAULT_ID_MAX],
-                        struct err *err)
+                        const char *recorded, const char *step, bool marked,
+                        char vault_id[VAULT_ID_MAX], struct err *err)
 {
     char self[CONFIG_STR + 2];
     int retention = ctx->cfg->job_retention_seconds;
@@ -491,7 +506,7 @@ static int create_vault(struct action_ctx *ctx, const struct job *job, const cha
             return strcmp(vault_id, recorded) == 0 ? 0
                    : store_job_set(ctx->store, job->job_id, STEP_VAULT_ID, vault_id, retention, err);
     }
-    if (store_job_set(ctx->store, job->job_id, STEP_VAULT, STEP_STARTED, retention, err) != 0)
+    if (!marked && store_job_set(ctx->store, job->job_id, STEP_VAULT, STEP_STARTED, retention, err) != 0)
         return -1;
     /* SelfAddress is the server's own URL with a trailing slash, as the module sends. */
     snprintf(self, sizeof(self), "%s%s", ctx->server->url,
@@ -506,8 +521,10 @@ static int create_vault(struct action_ctx *ctx, const struct job *job, const cha
             json_object_is_type(dest_id, json_type_string))
             snprintf(vault_id, VAULT_ID_MAX, "%s", json_object_get_string(dest_id));
         json_object_put(out);
+        if (vault_id[0] != '\0')
+            return 0;
         /* Servers before 19.8.0 do not name the new destination: look. */
-        if (vault_id[0] == '\0' && vault_find(ctx, job, user, "", vault_id, err) != 0)
+        if (vault_find(ctx, job, user, "", vault_id, err) != 0)
             return -1;
     } else if (!maybe_done(err)) {
         return -1;
@@ -518,6 +535,7 @@ static int create_vault(struct action_ctx *ctx, const struct job *job, const cha
     }
     if (vault_id[0] == '\0')
         return 0; /* requested, but it cannot be identified: quotas still apply to it */
+    /* Found by looking: recorded, so a retry need not look again. */
     return store_job_set(ctx->store, job->job_id, STEP_VAULT_ID, vault_id, retention, err);
 }
 
@@ -528,7 +546,7 @@ static int action_create(struct action_ctx *ctx, const struct job *job, const ch
 {
     char user[ACCOUNT_USERNAME_MAX], vault_id[VAULT_ID_MAX] = "";
     char rec_user[ACCOUNT_USERNAME_MAX], rec_vault_id[VAULT_ID_MAX], rec_vault[16];
-    bool exists = false;
+    bool exists = false, vault_marked;
 
     if (password == NULL || password[0] == '\0')
         return err_set(err, ERR_BAD_FIELD, "create needs the account password");
@@ -540,10 +558,12 @@ static int action_create(struct action_ctx *ctx, const struct job *job, const ch
     const size_t lens[] = { sizeof(rec_user), sizeof(rec_vault_id), sizeof(rec_vault) };
     if (store_job_get_fields(ctx->store, job->job_id, 3, fields, outs, lens, err) != 0)
         return -1;
-    if (create_choose_username(ctx, job, rec_user, user, sizeof(user), &exists, err) != 0 ||
+    vault_marked = rec_vault[0] != '\0';
+    if (create_choose_username(ctx, job, rec_user, user, sizeof(user), &exists, &vault_marked,
+                               err) != 0 ||
         create_policy(ctx, job, err) != 0 ||
         create_user(ctx, job, user, password, exists, err) != 0 ||
-        create_vault(ctx, job, user, rec_vault_id, rec_vault, vault_id, err) != 0 ||
+        create_vault(ctx, job, user, rec_vault_id, rec_vault, vault_marked, vault_id, err) != 0 ||
         apply_restrictions(ctx, job, user, err) != 0)
         return -1;
     snprintf(res->username, sizeof(res->username), "%s", user);

@@ -115,21 +115,27 @@ int gate_enter(struct store *s, const struct config *cfg, const struct job *job,
 }
 
 int gate_record(struct store *s, const struct config *cfg, const struct job *job,
-                enum result_status status, const char *result_json, struct err *err)
+                enum result_status status, const char *result_json, struct gate *g,
+                struct err *err)
 {
     int keep = cfg->job_retention_seconds;
-    /* State, result, expiry and high-water mark in one round trip; the
-     * result and state land in one HSET, so a reader that sees
-     * "succeeded" finds the result. */
+    int rc;
+    /* State, result, expiry, high-water mark and the lock's release in one
+     * round trip; the result and state land in one HSET, so a reader that
+     * sees "succeeded" finds the result. */
     if (status == RESULT_SUCCEEDED)
-        return store_job_finish(s, job->job_id, "succeeded", result_json ? result_json : "", keep,
-                                job->server_url, job->service_id, job->seq > 0 ? job->seq : 0,
-                                false, err);
-    if (status == RESULT_FAILED || status == RESULT_SKIPPED)
-        return store_job_finish(s, job->job_id, result_status_name(status), NULL, keep,
-                                job->server_url, job->service_id, 0,
-                                status == RESULT_FAILED, err);
-    return 0; /* retrying: not terminal, successors keep waiting */
+        rc = store_job_finish(s, job->job_id, "succeeded", result_json ? result_json : "", keep,
+                              job->server_url, job->service_id, job->seq > 0 ? job->seq : 0,
+                              false, g->locked, err);
+    else if (status == RESULT_FAILED || status == RESULT_SKIPPED)
+        rc = store_job_finish(s, job->job_id, result_status_name(status), NULL, keep,
+                              job->server_url, job->service_id, 0,
+                              status == RESULT_FAILED, g->locked, err);
+    else
+        return 0; /* retrying: not terminal, successors keep waiting */
+    if (rc == 0)
+        g->locked = false;
+    return rc;
 }
 
 void gate_leave(struct store *s, const struct job *job, struct gate *g)

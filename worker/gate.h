@@ -39,10 +39,13 @@ int gate_enter(struct store *s, const struct config *cfg, const struct job *job,
  * predecessor_failed (released, not left waiting) instead of running out of
  * order, which would also make the failed job's replay "superseded". The
  * operator replays the chain in order (comet-dlq replay) and the service
- * converges on its last job's state. */
+ * converges on its last job's state. The service lock is released in the
+ * same round trip (g->locked false after). */
 int gate_record(struct store *s, const struct config *cfg, const struct job *job,
-                enum result_status status, const char *result_json, struct err *err);
-/* Releases the service lock if held. */
+                enum result_status status, const char *result_json, struct gate *g,
+                struct err *err);
+/* Releases the service lock if still held (gate_record releases it with
+ * a terminal record). */
 void gate_leave(struct store *s, const struct job *job, struct gate *g);
 
 #endif

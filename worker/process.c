@@ -262,12 +262,13 @@ static int add_stored_result(struct outcome *out, const struct job *job, const c
  * here the outcome is not published: the job waits and runs again once
  * Redis is back (the actions converge), so successors are never left
  * waiting for a state that was never written. */
-static int record(struct process_ctx *ctx, const struct job *job, struct result *r, struct err *e)
+static int record(struct process_ctx *ctx, const struct job *job, struct result *r, struct gate *g,
+                  struct err *e)
 {
     if (!ctx->store || !job->job_id[0] || r->status == RESULT_RETRYING)
         return 0;
     char *json = r->status == RESULT_SUCCEEDED ? result_encode(r) : NULL;
-    int rc = gate_record(ctx->store, ctx->cfg, job, r->status, json, e);
+    int rc = gate_record(ctx->store, ctx->cfg, job, r->status, json, g, e);
     free(json);
     return rc;
 }
@@ -394,7 +395,7 @@ void process_delivery(struct process_ctx *ctx, const struct bus_delivery *d, str
             built = add_result_msg(out, &r);
     }
     struct err rec_err;
-    if (trusted && record(ctx, &job, &r, &rec_err) != 0) {
+    if (trusted && record(ctx, &job, &r, &g, &rec_err) != 0) {
         gate_leave(ctx->store, &job, &g);
         out->store_down = true;
         metrics_redis_error();
