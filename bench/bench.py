@@ -351,6 +351,22 @@ def sequential_run(ctx, fake, cfg, latency_ms):
     r.update(latency_ms=latency_ms, mix=counts)
     log(f"{tag}: {n} jobs, {r['jobs_per_second']:.1f} jobs/s, {r['comet_calls']} calls, "
         f"{r['succeeded']} succeeded")
+    # The same stream through the PHP replica of the module's calls (curl
+    # handle per call), in the same run: shows the C baseline is not a
+    # slower stand-in for what the module itself does.
+    batch, _ = make_batch(ctx, fake, n, tag + "-php")
+    php_out = os.path.join(ctx.work, f"{tag}-php.json")
+    here = os.path.dirname(os.path.abspath(__file__))
+    p = subprocess.run(["php", os.path.join(here, "php-sequential.php"), "--batch", batch,
+                        "--server", fake.url, "--username", ADMIN_USER, "--password-file", ctx.pwfile,
+                        "--connect-timeout-ms", "2000", "--timeout-ms", "10000", "--out", php_out],
+                       capture_output=True, text=True, timeout=600)
+    if p.returncode != 0:
+        raise RuntimeError(f"php-sequential.php: rc {p.returncode}: {p.stderr.strip()[-500:]}")
+    with open(php_out) as f:
+        r["php"] = json.load(f)
+    log(f"{tag}-php: {n} jobs, {r['php']['jobs_per_second']:.1f} jobs/s, "
+        f"{r['php']['comet_calls']} calls, {r['php']['succeeded']} succeeded")
     return r
 
 
@@ -407,6 +423,11 @@ def handoff_runs(ctx, fake, cfg):
 
 # ---- report -------------------------------------------------------------------------------
 
+def seq_rate(r):
+    """The sequential baseline at one latency: the faster of C and PHP."""
+    return max(r["jobs_per_second"], r.get("php", {}).get("jobs_per_second", 0))
+
+
 def fmt(v, spec=".1f", none="-"):
     return none if v is None else format(v, spec)
 
@@ -437,6 +458,13 @@ def table(res):
         lines.append(f"    {r['latency_ms']:>2} ms Comet: {r['jobs_per_second']:8.1f} jobs/s  "
                      f"job p50 {r['p50_ms']:.1f} ms  p95 {r['p95_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms  "
                      f"({r['jobs']} jobs, {r['comet_calls'] / r['jobs']:.2f} calls/job)")
+        if "php" in r:
+            x = r["php"]
+            lines.append(f"          PHP: {x['jobs_per_second']:8.1f} jobs/s  job p50 {x['p50_ms']:.1f} ms  "
+                         f"p95 {x['p95_ms']:.1f} ms  p99 {x['p99_ms']:.1f} ms  "
+                         f"({x['jobs']} jobs, {x['comet_calls'] / x['jobs']:.2f} calls/job; "
+                         "bench/php-sequential.php, the same calls from PHP, curl handle per call)")
+    lines.append("    xseq and the targets use the faster of the two at each latency.")
     lines.append("")
     lines.append("(d) broker ceiling: job -> result -> ack with no Comet work (comet-bench echo, "
                  "pipelined confirms), same topology")
@@ -456,7 +484,7 @@ def table(res):
             f"{r['latency_ms']:>3}ms {r['workers']:>4} {r['inflight_per_process']:>4} {r['jobs']:>5} "
             f"{r['jobs_per_second']:8.1f} {fmt(r['latency_ms_p50'], 'd'):>7} "
             f"{fmt(r['latency_ms_p95'], 'd'):>7} {fmt(r['latency_ms_p99'], 'd'):>7} "
-            f"{r['jobs_per_second'] / s['jobs_per_second'] if s else 0:7.1f} "
+            f"{r['jobs_per_second'] / seq_rate(s) if s else 0:7.1f} "
             f"{r['jobs_per_second'] / ceil:6.2f} {fmt(r.get('ratio_inflight_bound'), '.2f'):>6} "
             f"{fmt(r['comet_calls_per_job'], '.2f'):>7} {fmt(r['worker_cpu_seconds_per_1000_jobs'], '.2f'):>8} "
             f"{r['worker_rss_hwm_mib_max']:7.1f}")
@@ -473,7 +501,7 @@ def table(res):
 
 def targets(res):
     out = []
-    seq = {r["latency_ms"]: r["jobs_per_second"] for r in res["sequential"]}
+    seq = {r["latency_ms"]: seq_rate(r) for r in res["sequential"]}
     ceil = res["broker_ceiling_jobs_per_second"]
 
     def row(lat, w, f):
@@ -602,8 +630,8 @@ def main():
     here = os.path.dirname(os.path.abspath(__file__))
     subprocess.run(["gnuplot", "-e", f"datafile='{dat}'; outfile='{png}'; "
                     f"ceiling={res['broker_ceiling_jobs_per_second']:.1f}; "
-                    f"seq0={[r for r in res['sequential'] if r['latency_ms'] == 0][0]['jobs_per_second']:.2f}; "
-                    f"seq20={[r for r in res['sequential'] if r['latency_ms'] == 20][0]['jobs_per_second']:.2f}",
+                    f"seq0={seq_rate([r for r in res['sequential'] if r['latency_ms'] == 0][0]):.2f}; "
+                    f"seq20={seq_rate([r for r in res['sequential'] if r['latency_ms'] == 20][0]):.2f}",
                     os.path.join(here, "plot.gp")], check=True)
     for name in ("latest.json", "latest.png", "latest.dat"):
         link = os.path.join(args.results, name)
