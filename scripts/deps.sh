@@ -7,7 +7,7 @@ PKGS=(
   librabbitmq-dev libcurl4-openssl-dev libjson-c-dev libhiredis-dev libconfig-dev
   libmicrohttpd-dev libsodium-dev libssl-dev uuid-dev libcmocka-dev
   rabbitmq-server redis-server mariadb-server mariadb-client
-  php-cli php-amqplib php-illuminate-database phpunit php-mysql php-curl php-mbstring
+  php-cli php-amqp php-amqplib php-illuminate-database phpunit php-mysql php-curl php-mbstring
   curl procps gnuplot-nox python3
 )
 missing=()

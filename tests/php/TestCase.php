@@ -8,6 +8,7 @@ use PhpAmqpLib\Connection\AMQPStreamConnection;
 use PhpAmqpLib\Message\AMQPMessage;
 use WHMCS\Database\Capsule;
 use WHMCS\Module\Server\CometBackup\Crypto;
+use WHMCS\Module\Server\CometBackup\JobPublisher;
 use WHMCS\Module\Server\CometBackup\JobStore;
 use WHMCS\Module\Server\CometBackup\Settings;
 
@@ -25,6 +26,9 @@ abstract class TestCase extends \PHPUnit\Framework\TestCase
 
     protected function setUp(): void
     {
+        // Each test is one WHMCS request: end the previous one as php-fpm
+        // would (the publisher's persistent connection stays open).
+        JobPublisher::endRequest();
         Settings::override(null);
         foreach (self::TABLES as $t) {
             Capsule::table($t)->truncate();

@@ -3,121 +3,115 @@
 
 namespace WHMCS\Module\Server\CometBackup;
 
-use PhpAmqpLib\Connection\AMQPConnectionConfig;
-use PhpAmqpLib\Connection\AMQPConnectionFactory;
-use PhpAmqpLib\Message\AMQPMessage;
-use PhpAmqpLib\Wire\AMQPTable;
+// The transports live beside this file; lib/autoload.php loads only this one.
+require_once __DIR__ . '/BrokerConfig.php';
+require_once __DIR__ . '/PublishTransport.php';
+require_once __DIR__ . '/ExtAmqpTransport.php';
+require_once __DIR__ . '/AmqplibTransport.php';
 
+/**
+ * Two transports behind one publish():
+ *  - "ext": the php-amqp extension with a persistent connection per PHP
+ *    worker process (ExtAmqpTransport), about 1 ms a job;
+ *  - "amqplib": php-amqplib with a new connection per publish
+ *    (AmqplibTransport), several ms a job.
+ * Setting amqp_transport: "auto" (default) takes ext when the extension is
+ * loaded, else amqplib; "ext" or "amqplib" forces one.
+ */
 final class JobPublisher
 {
+    const TRANSPORT_SETTING = 'amqp_transport';
+
     /** @var Settings */
     private $settings;
+    /** @var PublishTransport|null */
+    private $transport;
 
-    public function __construct(Settings $settings)
+    public function __construct(Settings $settings, ?PublishTransport $transport = null)
     {
         $this->settings = $settings;
+        $this->transport = $transport;
     }
 
     /**
      * Publishes the body with mandatory=true and publisher confirms. Returns
      * null once the broker confirmed it, else a short error text (never a
-     * secret: the broker password is not part of any message).
+     * secret: the broker password is masked out of any library message).
      */
     public function publish(string $action, string $jobId, string $body, string $kid, string $sig): ?string
     {
-        $conn = null;
+        $broker = null;
         try {
-            $conn = AMQPConnectionFactory::create($this->connectionConfig());
-            $ch = $conn->channel();
-            $exchange = (string)$this->settings->value('exchange');
-            // Same arguments as the worker's declaration, so this is a no-op
-            // once it exists and publishing works before any worker ran.
-            $ch->exchange_declare($exchange, 'direct', false, true, false);
-            $ch->confirm_select();
-
-            $outcome = ['acked' => false, 'nacked' => false, 'returned' => null];
-            $ch->set_ack_handler(function () use (&$outcome) {
-                $outcome['acked'] = true;
-            });
-            $ch->set_nack_handler(function () use (&$outcome) {
-                $outcome['nacked'] = true;
-            });
-            // An unroutable mandatory message comes back as basic.return
-            // (then is acked): no queue holds it, so it failed.
-            $ch->set_return_listener(function ($code, $text) use (&$outcome) {
-                $outcome['returned'] = "$code $text";
-            });
-
-            $msg = new AMQPMessage($body, [
-                'delivery_mode' => AMQPMessage::DELIVERY_MODE_PERSISTENT,
-                'content_type' => 'application/json',
-                'message_id' => $jobId,
-                'type' => $action,
-                'timestamp' => time(),
-                'application_headers' => new AMQPTable([
-                    'x-comet-kid' => $kid,
-                    'x-comet-sig' => $sig,
-                ]),
-            ]);
-            $ch->basic_publish($msg, $exchange, $action, true);
-            $ch->wait_for_pending_acks_returns((float)$this->settings->value('publish_timeout'));
-
-            if ($outcome['returned'] !== null) {
-                return "broker could not route the job (no queue bound for '$action': is the worker topology declared?)";
-            }
-            if ($outcome['nacked']) {
-                return 'broker refused the job (nack)';
-            }
-            if (!$outcome['acked']) {
-                return 'broker did not confirm the job';
-            }
-            return null;
-        } catch (\PhpAmqpLib\Exception\AMQPTimeoutException $e) {
-            return 'broker did not confirm the job in time';
+            $broker = BrokerConfig::fromSettings($this->settings);
+            $outcome = $this->transport()->publish(
+                $broker,
+                (string)$this->settings->value('exchange'),
+                $action,
+                $body,
+                [
+                    'delivery_mode' => 2, // persistent
+                    'content_type' => 'application/json',
+                    'message_id' => $jobId,
+                    'type' => $action,
+                    'timestamp' => time(),
+                ],
+                ['x-comet-kid' => $kid, 'x-comet-sig' => $sig]
+            );
         } catch (\Throwable $e) {
-            return 'message broker unavailable: ' . self::cleanMessage($e->getMessage());
-        } finally {
-            if ($conn !== null) {
-                try {
-                    $conn->close();
-                } catch (\Throwable $e) {
-                    // The connection is gone either way.
-                }
-            }
+            $m = $broker !== null ? $broker->scrub($e->getMessage()) : $e->getMessage();
+            return 'message broker unavailable: ' . self::cleanMessage($m);
+        }
+        switch ($outcome) {
+            case PublishTransport::ACKED:
+                return null;
+            case PublishTransport::RETURNED:
+                return "broker could not route the job (no queue bound for '$action': is the worker topology declared?)";
+            case PublishTransport::NACKED:
+                return 'broker refused the job (nack)';
+            case PublishTransport::TIMEOUT:
+                return 'broker did not confirm the job in time';
+            default:
+                return 'broker did not confirm the job';
         }
     }
 
-    private function connectionConfig(): AMQPConnectionConfig
+    /** The transport publish() uses with these settings. Throws \RuntimeException on a bad setting. */
+    public function transport(): PublishTransport
     {
-        $url = (string)$this->settings->value('broker_url');
-        $u = parse_url($url);
-        if ($u === false || !isset($u['scheme'], $u['host']) || !in_array($u['scheme'], ['amqp', 'amqps'], true)) {
-            throw new \RuntimeException('settings: broker_url must be amqp://user:pass@host:port/vhost or amqps://');
+        if ($this->transport === null) {
+            $this->transport = self::transportFor($this->settings);
         }
-        $secure = $u['scheme'] === 'amqps';
-        $cfg = new AMQPConnectionConfig();
-        $cfg->setHost($u['host']);
-        $cfg->setPort(isset($u['port']) ? (int)$u['port'] : ($secure ? 5671 : 5672));
-        $cfg->setUser(isset($u['user']) ? rawurldecode($u['user']) : 'guest');
-        $cfg->setPassword(isset($u['pass']) ? rawurldecode($u['pass']) : 'guest');
-        // "/" and "" both mean the default vhost; "/%2f" too.
-        $path = isset($u['path']) ? substr($u['path'], 1) : '';
-        $cfg->setVhost($path === '' ? '/' : rawurldecode($path));
-        $timeout = (float)$this->settings->value('connect_timeout');
-        $cfg->setConnectionTimeout($timeout);
-        $rw = max($timeout, (float)$this->settings->value('publish_timeout'));
-        $cfg->setReadTimeout($rw);
-        $cfg->setWriteTimeout($rw);
-        $cfg->setConnectionName('whmcs-cometbackup');
-        if ($secure) {
-            $cfg->setIsSecure(true);
-            $cfg->setSslVerify((bool)$this->settings->value('ssl_verify'));
-            $cfg->setSslVerifyName((bool)$this->settings->value('ssl_verify'));
-            if ($this->settings->value('ssl_cafile')) {
-                $cfg->setSslCaCert((string)$this->settings->value('ssl_cafile'));
-            }
+        return $this->transport;
+    }
+
+    private static function transportFor(Settings $settings): PublishTransport
+    {
+        $want = $settings->value(self::TRANSPORT_SETTING);
+        $want = ($want === null || $want === '') ? 'auto' : (string)$want;
+        switch ($want) {
+            case 'auto':
+                return ExtAmqpTransport::available() ? new ExtAmqpTransport() : new AmqplibTransport();
+            case 'ext':
+                if (!ExtAmqpTransport::available()) {
+                    throw new \RuntimeException('settings: amqp_transport is "ext" but the php-amqp extension '
+                        . '(1.11 or later) is not loaded');
+                }
+                return new ExtAmqpTransport();
+            case 'amqplib':
+                return new AmqplibTransport();
+            default:
+                throw new \RuntimeException('settings: amqp_transport must be "auto", "ext" or "amqplib"');
         }
-        return $cfg;
+    }
+
+    /**
+     * For a long-lived process standing in for php-fpm (benchmark, tests):
+     * does to the publisher what the end of a WHMCS request does. The
+     * extension's persistent connection stays open for the next "request".
+     */
+    public static function endRequest(): void
+    {
+        ExtAmqpTransport::endRequest();
     }
 
     /** Library messages can embed the URL; keep only the first line, no credentials. */
