@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import random
+import resource
 import signal
 import socket
 import subprocess
@@ -71,6 +72,22 @@ class Proc:
                 self.p.wait()
         self.logf.close()
         return self.p.returncode
+
+
+def service_pids():
+    """RabbitMQ's and Redis's pids, from the directory scripts/services.sh
+    started them in (empty when unknown: their CPU is then not reported)."""
+    d = os.environ.get("COMET_RABBITMQ_DIR", "")
+    out = {}
+    for name, rel in (("rabbitmq", "rabbitmq/rabbit.pid"), ("redis", "redis/redis.pid")):
+        try:
+            with open(os.path.join(d, rel)) as f:
+                pid = int("".join(ch for ch in f.read() if ch.isdigit()))
+            proc_cpu_s(pid)
+            out[name] = pid
+        except (OSError, ValueError):
+            pass
+    return out
 
 
 def proc_cpu_s(pid):
@@ -308,10 +325,15 @@ def e2e_run(ctx, fake, cfg, latency_ms, workers, inflight):
     batch, counts = make_batch(ctx, fake, n, tag)
     calls0 = fake.calls()
     procs = ctx.start_workers(cfg, workers, inflight, f"bench{ctx.next_run()}:")
+    others = dict(service_pids(), fake_comet=fake.proc.pid)
     try:
         cpu0 = [proc_cpu_s(p.pid) for p in procs]
+        other0 = {k: proc_cpu_s(pid) for k, pid in others.items()}
+        kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         s, lats, statuses, wall = ctx.enqueue(cfg, batch, tag, timeout_s=300)
+        kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu1 = [proc_cpu_s(p.pid) for p in procs]
+        other1 = {k: proc_cpu_s(pid) for k, pid in others.items()}
         hwm = [proc_hwm_kib(p.pid) for p in procs]
     finally:
         for p in procs:
@@ -329,6 +351,15 @@ def e2e_run(ctx, fake, cfg, latency_ms, workers, inflight):
         "worker_cpu_seconds_per_1000_jobs": cpu / done * 1000 if done else None,
         "worker_rss_hwm_mib_max": max(hwm) / 1024.0,
     }
+    if done:
+        # Where the machine's CPU went during the burst, per job: the
+        # pipeline's parts share these 2 cores with the fake Comet and the
+        # load generator (comet-enqueue: publishes, then collects results).
+        per = {"worker": cpu, **{k: other1[k] - other0[k] for k in others},
+               "comet_enqueue": (kids1.ru_utime + kids1.ru_stime) - (kids0.ru_utime + kids0.ru_stime)}
+        row["cpu_ms_per_job"] = {k: v / done * 1000 for k, v in per.items()}
+        row["cpu_ms_per_job"]["total"] = sum(per.values()) / done * 1000
+        row["cpu_busy_fraction"] = sum(per.values()) / (s["seconds"] * os.cpu_count()) if s["seconds"] else None
     if latency_ms > 0 and done and calls:
         # The in-flight bound: in-flight jobs / Comet time per job.
         row["inflight_bound_jobs_per_second"] = workers * inflight / (calls / done * latency_ms / 1000.0)
@@ -492,6 +523,15 @@ def table(res):
                  "xbound = jobs/s / (in-flight jobs / (Comet calls per job x latency)), 20 ms only")
     lines.append("cpu s/1k = worker CPU seconds (utime+stime, all processes) per 1,000 jobs; "
                  "RSS = VmHWM of the largest worker process")
+    lines.append("")
+    lines.append("CPU per job by process (ms; the whole machine during the burst, 1 process x 128 in flight):")
+    for r in res["e2e"]:
+        c = r.get("cpu_ms_per_job")
+        if c and r["workers"] == 1 and r["inflight_per_process"] == 128:
+            parts = "  ".join(f"{k} {v:.3f}" for k, v in c.items() if k != "total")
+            busy = r.get("cpu_busy_fraction")
+            lines.append(f"    {r['latency_ms']:>2} ms Comet: total {c['total']:.3f} ms/job = {parts}; "
+                         f"CPUs busy {busy * 100 if busy else 0:.0f}%")
     lines.append("")
     lines.append("targets (issue 5; reported, not asserted):")
     for t in res["targets"]:
