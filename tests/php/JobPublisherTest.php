@@ -196,6 +196,61 @@ final class JobPublisherTest extends TestCase
         }
     }
 
+    /**
+     * The same with real request boundaries: `php -S` serves requests one
+     * after another in one process, as a php-fpm worker does, and runs
+     * PHP's whole request shutdown after each.
+     */
+    public function testRealRequestsOfOneWorkerShareOnePersistentConnection(): void
+    {
+        if (!ExtAmqpTransport::available()) {
+            $this->markTestSkipped('the php-amqp extension is not loaded (apt-get install php-amqp)');
+        }
+        $mine = self::moduleConnections(); // this test process's own, from the tests before
+        $sock = stream_socket_server('tcp://127.0.0.1:0');
+        $addr = stream_socket_get_name($sock, false);
+        fclose($sock);
+        $log = tempnam(sys_get_temp_dir(), 'publish-router');
+        $spec = [0 => ['file', '/dev/null', 'r'], 1 => ['file', $log, 'a'], 2 => ['file', $log, 'a']];
+        $server = proc_open([PHP_BINARY, '-S', $addr, __DIR__ . '/fixtures/publish-router.php'], $spec, $pipes);
+        $this->assertIsResource($server);
+        try {
+            $request = function () use ($addr, $log): array {
+                // The first request also waits for php -S to listen.
+                $end = microtime(true) + 10;
+                while (($r = @file_get_contents("http://$addr/", false,
+                        stream_context_create(['http' => ['timeout' => 10]]))) === false
+                    && microtime(true) < $end) {
+                    usleep(50000);
+                }
+                $this->assertNotFalse($r, 'php -S answered: ' . file_get_contents($log));
+                $a = json_decode($r, true);
+                $this->assertIsArray($a, $r);
+                $this->assertSame('ext', $a['transport']);
+                $this->assertNull($a['error']);
+                $this->assertNotNull($this->fetch(), 'the job reached the queue');
+                return $a;
+            };
+            for ($i = 0; $i < 3; $i++) {
+                $request();
+            }
+            $theirs = array_values(array_diff(self::moduleConnections(), $mine));
+            $this->assertCount(1, $theirs, 'three requests, one persistent connection');
+
+            // Closed by the broker between two requests: the next one reconnects.
+            self::rabbitmqctl(['close_connection', $theirs[0], 'closed by JobPublisherTest']);
+            $request();
+            $now = array_values(array_diff(self::moduleConnections(), $mine));
+            $this->assertCount(1, $now);
+            $this->assertNotSame($theirs, $now, 'a new persistent connection');
+            $this->assertSame(0, $this->queueDepth(), 'each job published once');
+        } finally {
+            proc_terminate($server);
+            proc_close($server);
+            @unlink($log);
+        }
+    }
+
     /** Broker-side ids of the module's persistent (php-amqp) connections. */
     private static function moduleConnections(): array
     {
