@@ -53,16 +53,21 @@ final class ExtAmqpTransport implements PublishTransport
     }
 
     /**
-     * Retry rule: a broken reused connection is retried once on a new one
-     * only when the failure came before basic.publish was written, i.e. the
-     * broker certainly does not have the message. Once the publish has been
-     * written the outcome is unknown (the broker may have the job and its
-     * ack was lost), and that is reported as a failure, not retried: WHMCS
-     * then keeps the action in its Module Queue and the job row says
-     * publish_failed, which tells the admin what happened. Retrying would be
-     * harmless to the account (jobs are idempotent by job_id and the worker
-     * answers a duplicate from its stored result), but it would hide a
-     * broker fault behind a success and could publish the job twice.
+     * Retry rule: a connection that turns out broken is replaced and the
+     * publish tried once more only when the failure came before
+     * basic.publish was written, i.e. when the broker certainly does not
+     * have the message. That is how a reused connection that died since the
+     * last request shows up (php-amqp 1.11 cannot tell whether pconnect()
+     * reused a connection, so a new one breaking that early gets the same
+     * single retry).
+     *
+     * Once the publish has been written, the outcome is unknown (the broker
+     * may hold the job and its confirm was lost): that is reported as a
+     * failure, not retried. WHMCS keeps the action in its Module Queue and
+     * the job row says publish_failed. A retry would not hurt the account (a
+     * second copy of the same job_id is answered from the worker's stored
+     * result), but it would turn an unknown outcome into a reported success
+     * during a broker fault; reporting keeps the fault visible.
      */
     public function publish(BrokerConfig $broker, string $exchange, string $routingKey, string $body,
                             array $properties, array $headers): string
@@ -191,8 +196,9 @@ final class ExtAmqpTransport implements PublishTransport
                 // php-amqp says "could not connect to host" for a refused
                 // connection and for a refused certificate alike.
                 if ($broker->secure && stripos($e->getMessage(), 'could not connect') !== false) {
-                    throw new \RuntimeException(rtrim($e->getMessage(), '.') . ' (or TLS failed: the broker'
-                        . "'s certificate must name {$broker->host} as a DNS name and chain to ssl_cafile or the system CAs)", 0, $e);
+                    throw new \RuntimeException(rtrim($e->getMessage(), '.')
+                        . " (or TLS failed: the broker's certificate must name {$broker->host} as a DNS name"
+                        . ' and chain to ssl_cafile or the system CAs)', 0, $e);
                 }
                 throw $e;
             }
