@@ -446,45 +446,54 @@ int store_job_set(struct store *s, const char *job_id, const char *field, const 
     return store_job_set_fields(s, job_id, 1, &field, &value, retention_seconds, err);
 }
 
-int store_job_get_fields(struct store *s, const char *job_id, size_t n, const char *const *fields,
-                         char *const *outs, const size_t *outlens, struct err *err)
+/* Queues HMGET key f1 f2 ... */
+static int append_hmget(struct store *s, const char *key, const struct store_fields *f, struct err *err)
 {
-    char key[STORE_KEY_MAX];
     const char *argv[2 + STORE_FIELDS_MAX];
-    redisReply *r;
 
-    if (n == 0 || n > STORE_FIELDS_MAX)
-        return err_set(err, ERR_INTERNAL, "store_job_get_fields: %zu fields", n);
-    for (size_t i = 0; i < n; i++) {
-        if (outlens[i] == 0)
-            return err_set(err, ERR_INTERNAL, "store_job_get_fields: empty buffer");
-        outs[i][0] = '\0';
-    }
-    if (make_key(s, key, "job", job_id, NULL, err) != 0 || store_ensure(s, err) != 0)
-        return -1;
+    if (f->n == 0 || f->n > STORE_FIELDS_MAX)
+        return err_set(err, ERR_INTERNAL, "store: HMGET of %zu fields", f->n);
     argv[0] = "HMGET";
     argv[1] = key;
-    for (size_t i = 0; i < n; i++)
-        argv[2 + i] = fields[i];
-    r = redisCommandArgv(s->ctx, (int)(2 + n), argv, NULL);
-    if (r == NULL) {
+    for (size_t i = 0; i < f->n; i++) {
+        if (f->lens[i] == 0)
+            return err_set(err, ERR_INTERNAL, "store: HMGET into an empty buffer");
+        f->outs[i][0] = '\0';
+        argv[2 + i] = f->names[i];
+    }
+    if (redisAppendCommandArgv(s->ctx, (int)(2 + f->n), argv, NULL) != REDIS_OK) {
         s->broken = true;
         return err_set(err, ERR_STORE_UNAVAILABLE, "redis: %s", s->ctx->errstr);
     }
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != n) {
-        int type = r->type;
-
-        freeReplyObject(r);
-        return err_set(err, ERR_STORE_UNAVAILABLE, "redis HMGET: unexpected reply type %d", type);
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (reply_copy(r->element[i], outs[i], outlens[i], fields[i], err) != 0) {
-            freeReplyObject(r);
-            return -1;
-        }
-    }
-    freeReplyObject(r);
     return 0;
+}
+
+/* Copies an HMGET reply into the fields' buffers. */
+static int copy_fields(const redisReply *r, const struct store_fields *f, struct err *err)
+{
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != f->n)
+        return err_set(err, ERR_STORE_UNAVAILABLE, "redis HMGET: unexpected reply type %d", r->type);
+    for (size_t i = 0; i < f->n; i++) {
+        if (reply_copy(r->element[i], f->outs[i], f->lens[i], f->names[i], err) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+int store_job_get_fields(struct store *s, const char *job_id, size_t n, const char *const *fields,
+                         char *const *outs, const size_t *outlens, struct err *err)
+{
+    struct store_fields f = { n, fields, outs, outlens };
+    char key[STORE_KEY_MAX];
+    redisReply *r[1] = { NULL };
+    int rc;
+
+    if (make_key(s, key, "job", job_id, NULL, err) != 0 || store_ensure(s, err) != 0 ||
+        append_hmget(s, key, &f, err) != 0 || pipeline_collect(s, 1, r, err) != 0)
+        return -1;
+    rc = copy_fields(r[0], &f, err);
+    pipeline_free(1, r);
+    return rc;
 }
 
 /* Queues HSET key f1 v1 ... (one command, so the fields land together). */
@@ -633,8 +642,8 @@ int store_gate_read(struct store *s, const char *job_id, const char *server, lon
     /* One key buffer, reused: each command is formatted into the output
      * buffer as it is queued (this runs on 128 small thread stacks). */
     char key[STORE_KEY_MAX], jobs[STORE_KEY_MAX], sid[48];
-    redisReply *r[4] = { NULL, NULL, NULL, NULL };
-    size_t n = 1, seq_at = 0, after_at = 0, lock_at = 0;
+    redisReply *r[5] = { NULL, NULL, NULL, NULL, NULL };
+    size_t n = 1, seq_at = 0, after_at = 0, lock_at = 0, steps_at = 0;
     int rc = 0;
 
     if (v->result == NULL || v->result_len == 0)
@@ -643,6 +652,7 @@ int store_gate_read(struct store *s, const char *job_id, const char *server, lon
     v->after_broken = false;
     v->high_seq = -1;
     v->locked = false;
+    v->steps_read = false;
     if (make_key(s, key, "job", job_id, NULL, err) != 0 ||
         (lock_ttl_ms > 0 && make_key(s, jobs, "job", "", NULL, err) != 0) ||
         store_ensure(s, err) != 0)
@@ -672,6 +682,12 @@ int store_gate_read(struct store *s, const char *job_id, const char *server, lon
             pipeline_append(s, err, "EVAL %s 1 %s %s %d %s", svc_lock_script, key, job_id,
                             lock_ttl_ms, jobs) != 0)
             goto unsent;
+        /* Behind the lock: when it was taken, nobody else writes these. */
+        if (v->steps != NULL) {
+            steps_at = n++;
+            if (make_key(s, key, "job", job_id, NULL, err) != 0 || append_hmget(s, key, v->steps, err) != 0)
+                goto unsent;
+        }
     }
     if (pipeline_collect(s, n, r, err) != 0)
         return -1;
@@ -699,6 +715,10 @@ int store_gate_read(struct store *s, const char *job_id, const char *server, lon
         if (rc == 0)
             v->after_broken = a->element[1]->type == REDIS_REPLY_STRING &&
                               strcmp(a->element[1]->str, "1") == 0;
+    }
+    if (rc == 0 && steps_at && v->locked) {
+        rc = copy_fields(r[steps_at], v->steps, err);
+        v->steps_read = rc == 0;
     }
     pipeline_free(n, r);
     if (rc != 0 && v->locked) {

@@ -57,6 +57,15 @@ int store_job_get_fields(struct store *s, const char *job_id, size_t n, const ch
 int store_job_set_fields(struct store *s, const char *job_id, size_t n, const char *const *fields,
                          const char *const *values, int retention_seconds, struct err *err);
 
+/* Fields of job:<id> to read and where to copy them (each out "" when
+ * absent), as store_job_get_fields takes them. */
+struct store_fields {
+    size_t n;
+    const char *const *names;
+    char *const *outs;
+    const size_t *lens;
+};
+
 /* What the gate reads before a job runs, fetched in one round trip. */
 struct store_gate_view {
     char state[32];          /* the job's state field, "" when none */
@@ -66,11 +75,15 @@ struct store_gate_view {
     char after_state[32];    /* the predecessor's state, "" when none or not asked */
     bool after_broken;       /* the predecessor failed and broke its chain (see store_job_finish) */
     bool locked;             /* the service lock was taken (lock_ttl_ms > 0) */
+    const struct store_fields *steps; /* in: job fields to read once the lock is taken, or NULL */
+    bool steps_read;         /* out: they were read, after the lock was taken */
 };
 /* Reads job:<job_id> state and result, svc:<server>:<service_id> when
  * want_seq, and job:<after> state when after is non-empty; when
  * lock_ttl_ms > 0 also takes the service lock as store_service_lock does
- * (the caller releases it if the job does not run). */
+ * (the caller releases it if the job does not run), and then the job's
+ * v->steps fields: read after the lock in the same round trip, they hold
+ * everything an earlier holder wrote before it released the lock. */
 int store_gate_read(struct store *s, const char *job_id, const char *server, long long service_id,
                     bool want_seq, const char *after, int lock_ttl_ms, struct store_gate_view *v,
                     struct err *err);

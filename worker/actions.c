@@ -24,13 +24,27 @@
 /* The module refuses shorter passwords. */
 #define PASSWORD_MIN_LEN 8
 /* Room for a DestinationID (a GUID) or a provider key. */
-#define VAULT_ID_MAX 128
+#define VAULT_ID_MAX ACTION_VAULT_ID_MAX
 
 /* Step fields of the job's state hash in the store. */
 #define STEP_USERNAME "username"   /* the name chosen, written before add-user */
 #define STEP_VAULT "vault"         /* "started" before request-storage-vault */
 #define STEP_VAULT_ID "vault_id"   /* the DestinationID once known */
 #define STEP_STARTED "started"
+
+static const char *const step_names[] = { STEP_USERNAME, STEP_VAULT_ID, STEP_VAULT };
+
+void action_steps_init(struct action_steps *st)
+{
+    st->username[0] = st->vault_id[0] = st->vault[0] = '\0';
+    st->outs[0] = st->username;
+    st->outs[1] = st->vault_id;
+    st->outs[2] = st->vault;
+    st->lens[0] = sizeof(st->username);
+    st->lens[1] = sizeof(st->vault_id);
+    st->lens[2] = sizeof(st->vault);
+    st->fields = (struct store_fields){ 3, step_names, st->outs, st->lens };
+}
 
 static const int json_flags = JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE;
 
@@ -550,14 +564,22 @@ static int action_create(struct action_ctx *ctx, const struct job *job, const ch
 
     if (password == NULL || password[0] == '\0')
         return err_set(err, ERR_BAD_FIELD, "create needs the account password");
-    /* The steps an earlier attempt recorded, in one round trip. Only this
-     * job writes them, under its service lock, so they cannot change
-     * between here and where each step reads them. */
-    const char *fields[] = { STEP_USERNAME, STEP_VAULT_ID, STEP_VAULT };
-    char *outs[] = { rec_user, rec_vault_id, rec_vault };
-    const size_t lens[] = { sizeof(rec_user), sizeof(rec_vault_id), sizeof(rec_vault) };
-    if (store_job_get_fields(ctx->store, job->job_id, 3, fields, outs, lens, err) != 0)
-        return -1;
+    /* The steps an earlier attempt recorded (read by the gate under the
+     * service lock, or here in one round trip). Only this job writes them,
+     * under its service lock, so they cannot change between the read and
+     * where each step uses them. */
+    struct action_steps own;
+    const struct action_steps *rec = ctx->steps;
+    if (rec == NULL) {
+        action_steps_init(&own);
+        if (store_job_get_fields(ctx->store, job->job_id, own.fields.n, own.fields.names,
+                                 own.fields.outs, own.fields.lens, err) != 0)
+            return -1;
+        rec = &own;
+    }
+    snprintf(rec_user, sizeof(rec_user), "%s", rec->username);
+    snprintf(rec_vault_id, sizeof(rec_vault_id), "%s", rec->vault_id);
+    snprintf(rec_vault, sizeof(rec_vault), "%s", rec->vault);
     vault_marked = rec_vault[0] != '\0';
     if (create_choose_username(ctx, job, rec_user, user, sizeof(user), &exists, &vault_marked,
                                err) != 0 ||

@@ -4,11 +4,29 @@
 #ifndef COMET_ACTIONS_H
 #define COMET_ACTIONS_H
 
+#include "account.h"
 #include "comet.h"
 #include "config.h"
 #include "errors.h"
 #include "job.h"
 #include "store.h"
+
+/* A Comet DestinationID (a GUID) fits with room to spare. */
+#define ACTION_VAULT_ID_MAX 128
+
+/* What earlier attempts of a create recorded (fields of job:<id>): the
+ * gate reads them in its round trip once it holds the service lock, so
+ * the action need not ask Redis again. Bound to its own buffers by
+ * action_steps_init; not to be copied. */
+struct action_steps {
+    char username[ACCOUNT_USERNAME_MAX];
+    char vault_id[ACTION_VAULT_ID_MAX];
+    char vault[16];
+    char *outs[3];
+    size_t lens[3];
+    struct store_fields fields;
+};
+void action_steps_init(struct action_steps *st);
 
 /* What an action needs; owned by the calling thread, reused across jobs. */
 struct action_ctx {
@@ -16,6 +34,7 @@ struct action_ctx {
     const struct config_server *server;  /* the job's server, from config */
     struct comet_client *comet;
     struct store *store;
+    const struct action_steps *steps;    /* read by the gate, or NULL: read them here */
 };
 
 /* Runs job->action. password is the unsealed account password (NULL for

@@ -45,7 +45,7 @@ static void unlock_unused(struct store *s, const struct job *job, const struct s
 }
 
 int gate_enter(struct store *s, const struct config *cfg, const struct job *job, bool forced,
-               long long waits, struct gate *g, struct err *err)
+               long long waits, const struct store_fields *steps, struct gate *g, struct err *err)
 {
     struct store_gate_view v;
     bool want_seq = !forced && job->seq > 0;
@@ -59,6 +59,7 @@ int gate_enter(struct store *s, const struct config *cfg, const struct job *job,
     bool lock_now = job->after[0] == '\0';
     v.result = g->stored_result;
     v.result_len = sizeof(g->stored_result);
+    v.steps = lock_now ? steps : NULL;
     if (store_gate_read(s, job->job_id, job->server_url, job->service_id, want_seq, job->after,
                         lock_now ? lock_ttl_ms(cfg) : 0, &v, err) != 0)
         return -1;
@@ -110,6 +111,7 @@ int gate_enter(struct store *s, const struct config *cfg, const struct job *job,
         return 0;
     }
     g->locked = true;
+    g->steps_read = v.steps_read;
     g->verdict = GATE_RUN;
     return 0;
 }

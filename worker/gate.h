@@ -23,6 +23,7 @@ enum gate_verdict {
 struct gate {
     enum gate_verdict verdict;
     bool locked;                /* service lock held (GATE_RUN) */
+    bool steps_read;            /* GATE_RUN: the steps asked for were read under the lock */
     char reason[160];           /* why it waits or was skipped */
     char stored_result[4096];   /* GATE_DUPLICATE: the result event sent before */
 };
@@ -30,9 +31,12 @@ struct gate {
 /* Decides. waits = how often this job already waited (bounded: after about
  * an hour of waiting for a predecessor it runs anyway, with a warning).
  * forced skips the staleness check (operator replay with --force).
+ * steps (or NULL): job fields the action needs, read in the same round
+ * trip once the service lock is held (g->steps_read says whether they were;
+ * when not, the action reads them itself).
  * Returns -1 with err only when Redis fails. */
 int gate_enter(struct store *s, const struct config *cfg, const struct job *job, bool forced,
-               long long waits, struct gate *g, struct err *err);
+               long long waits, const struct store_fields *steps, struct gate *g, struct err *err);
 /* Records the terminal status (succeeded with its result event, failed or
  * skipped) so successors may run and duplicates are recognised. A failed
  * job breaks its service's chain: its successors fail at once as

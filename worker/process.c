@@ -308,9 +308,13 @@ void process_delivery(struct process_ctx *ctx, const struct bus_delivery *d, str
     }
     if (rc == 0)
         rc = ensure_store(ctx, &e);
+    /* A create's recorded steps come with the gate's round trip. */
+    struct action_steps steps;
+    action_steps_init(&steps);
     if (rc == 0)
         rc = gate_enter(ctx->store, cfg, &job, bus_delivery_int(d, BUS_H_FORCE, 0) != 0,
-                        bus_delivery_int(d, BUS_H_WAITS, 0), &g, &e);
+                        bus_delivery_int(d, BUS_H_WAITS, 0),
+                        job.action == ACTION_CREATE ? &steps.fields : NULL, &g, &e);
     if (rc != 0 && e.code == ERR_STORE_UNAVAILABLE) {
         out->store_down = true;
         metrics_redis_error();
@@ -343,7 +347,7 @@ void process_delivery(struct process_ctx *ctx, const struct bus_delivery *d, str
     result_start(&r, &job, d, attempt, cfg, started);
     if (rc == 0 && g.verdict == GATE_RUN) {
         struct action_ctx actx = { .cfg = cfg, .server = server, .comet = ctx->comet,
-                                   .store = ctx->store };
+                                   .store = ctx->store, .steps = g.steps_read ? &steps : NULL };
         rc = action_run(&actx, &job, job.has_secret ? password : NULL, &r, &e);
     }
     sodium_memzero(password, sizeof(password));

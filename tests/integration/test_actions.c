@@ -24,6 +24,7 @@
 
 #include "account.h"
 #include "actions.h"
+#include "gate.h"
 
 #define ADMIN_USER "admin"
 #define ADMIN_PASSWORD "admin-secret"
@@ -478,6 +479,39 @@ static void test_actions_once_call_not_resent(void **state)
     json_object_put(out);
 }
 
+/* The gate hands a create the steps an earlier attempt recorded, read in
+ * its round trip behind the service lock; a job that does not get the
+ * lock gets no steps (they could still change). */
+static void test_actions_gate_reads_steps_under_lock(void **state)
+{
+    struct fixture *fx = fixture_or_skip(state);
+    const char *fields[] = { "username", "vault" };
+    const char *values[] = { "bob@example.com", "started" };
+    struct action_steps st, st2;
+    struct job job, other;
+    struct gate g, g2;
+    struct err e;
+
+    create_job(fx, &job);
+    assert_int_equal(store_job_set_fields(fx->ctx.store, job.job_id, 2, fields, values, 600, &e), 0);
+    action_steps_init(&st);
+    assert_int_equal(gate_enter(fx->ctx.store, &fx->cfg, &job, false, 0, &st.fields, &g, &e), 0);
+    assert_int_equal(g.verdict, GATE_RUN);
+    assert_true(g.locked);
+    assert_true(g.steps_read);
+    assert_string_equal(st.username, "bob@example.com");
+    assert_string_equal(st.vault, "started");
+    assert_string_equal(st.vault_id, "");
+
+    create_job(fx, &other); /* another job of the same service */
+    action_steps_init(&st2);
+    assert_int_equal(gate_enter(fx->ctx.store, &fx->cfg, &other, false, 0, &st2.fields, &g2, &e), 0);
+    assert_int_equal(g2.verdict, GATE_WAIT);
+    assert_false(g2.steps_read);
+    gate_leave(fx->ctx.store, &job, &g);
+    assert_false(g.locked);
+}
+
 static void test_actions_create_vault_retry_after_commit(void **state)
 {
     struct fixture *fx = fixture_or_skip(state);
@@ -742,6 +776,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_actions_create_vault_fail_after_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_actions_create_vault_retry_after_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_actions_once_call_not_resent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_actions_gate_reads_steps_under_lock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_actions_create_add_user_fail_after_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_actions_create_transient_5xx, setup, teardown),
         cmocka_unit_test_setup_teardown(test_actions_suspend_unsuspend, setup, teardown),
