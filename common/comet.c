@@ -75,6 +75,12 @@ struct comet_client {
     int connect_timeout_ms;
     int timeout_ms;
     struct buf resp;                  /* reused response buffer */
+    /* Reused per call (wiped after each: it holds passwords), and the JSON
+     * parser reset per answer: both are over glibc's per-thread cache size,
+     * and allocating them per call made 128 threads queue on malloc's
+     * arena locks (measured: the largest source of futex calls). */
+    struct buf form;
+    json_tokener *tok;
     char errbuf[CURL_ERROR_SIZE];     /* curl's detail for the last failure */
     /* The body of a call that must not be sent twice, read by body_read. */
     const char *body;
@@ -181,7 +187,8 @@ struct comet_client *comet_client_new(int connect_timeout_ms, int timeout_ms)
     c->connect_timeout_ms = connect_timeout_ms;
     c->timeout_ms = timeout_ms;
     c->curl = curl_easy_init();
-    if (c->curl == NULL)
+    c->tok = json_tokener_new_ex(COMET_JSON_DEPTH);
+    if (c->curl == NULL || c->tok == NULL)
         goto fail;
     /* "Expect:" off: libcurl would wait for a 100-continue on big profiles. */
     c->headers = curl_slist_append(NULL, "Expect:");
@@ -205,6 +212,9 @@ void comet_client_free(struct comet_client *c)
         curl_easy_cleanup(c->curl);
     curl_slist_free_all(c->headers);
     buf_clear(&c->resp);
+    buf_clear(&c->form);
+    if (c->tok != NULL)
+        json_tokener_free(c->tok);
     free(c);
 }
 
@@ -222,26 +232,21 @@ static const char *body_message(json_object *obj)
 }
 
 /* Parses exactly len bytes as one JSON document; NULL when it is not. */
-static json_object *parse_exact(const char *body, size_t len)
+static json_object *parse_exact(json_tokener *tok, const char *body, size_t len)
 {
-    json_tokener *tok;
     json_object *obj;
     size_t used;
 
     if (body == NULL || len == 0 || len > (size_t)INT32_MAX)
         return NULL;
-    tok = json_tokener_new_ex(COMET_JSON_DEPTH);
-    if (tok == NULL)
-        return NULL;
+    json_tokener_reset(tok);
     obj = json_tokener_parse_ex(tok, body, (int)len);
     if (obj == NULL || json_tokener_get_error(tok) != json_tokener_success) {
         /* A document cut short leaves json_tokener_continue: not JSON either. */
         json_object_put(obj);
-        json_tokener_free(tok);
         return NULL;
     }
     used = json_tokener_get_parse_end(tok);
-    json_tokener_free(tok);
     for (; used < len; used++) {
         char ch = body[used];
         if (ch != ' ' && ch != '\t' && ch != '\r' && ch != '\n') {
@@ -338,9 +343,9 @@ static int check_shape(const struct comet_endpoint_row *row, json_object *obj, s
     return err_set(err, ERR_INTERNAL, "%s: no shape", row->path);
 }
 
-int comet_classify(enum comet_endpoint ep, int curl_code, const char *curl_text,
-                   long http_status, const char *body, size_t len,
-                   json_object **out, int *body_status, struct err *err)
+static int classify(json_tokener *tok, enum comet_endpoint ep, int curl_code, const char *curl_text,
+                    long http_status, const char *body, size_t len,
+                    json_object **out, int *body_status, struct err *err)
 {
     const struct comet_endpoint_row *row;
     json_object *obj, *st;
@@ -354,7 +359,7 @@ int comet_classify(enum comet_endpoint ep, int curl_code, const char *curl_text,
     if (curl_code != CURLE_OK)
         return classify_curl(row->path, curl_code, curl_text, err);
 
-    obj = parse_exact(body, len);
+    obj = parse_exact(tok, body, len);
     if (http_status < 200 || http_status > 299) {
         classify_http(row->path, http_status, obj, err);
         json_object_put(obj);
@@ -383,6 +388,24 @@ int comet_classify(enum comet_endpoint ep, int curl_code, const char *curl_text,
     }
     *out = obj;
     return 0;
+}
+
+int comet_classify(enum comet_endpoint ep, int curl_code, const char *curl_text,
+                   long http_status, const char *body, size_t len,
+                   json_object **out, int *body_status, struct err *err)
+{
+    json_tokener *tok = json_tokener_new_ex(COMET_JSON_DEPTH);
+    int rc;
+
+    if (tok == NULL) {
+        *out = NULL;
+        if (body_status != NULL)
+            *body_status = 0;
+        return err_set(err, ERR_INTERNAL, "out of memory");
+    }
+    rc = classify(tok, ep, curl_code, curl_text, http_status, body, len, out, body_status, err);
+    json_tokener_free(tok);
+    return rc;
 }
 
 /* ---- the call ---------------------------------------------------------- */
@@ -541,11 +564,23 @@ static bool is_secret_param(const char *name)
     return strstr(name, "Password") != NULL;
 }
 
+/* Wipes the form (passwords) but keeps its memory for the next call,
+ * unless a rare large one grew it. */
+static void form_wipe(struct comet_client *c)
+{
+    if (c->form.cap > 64u * 1024u) {
+        buf_clear(&c->form);
+        return;
+    }
+    if (c->form.data != NULL)
+        sodium_memzero(c->form.data, c->form.len);
+    c->form.len = 0;
+}
+
 int comet_call(struct comet_client *c, const struct config_server *server,
                enum comet_endpoint ep, const struct comet_param *params, size_t nparams,
                json_object **out, int *body_status, struct err *err)
 {
-    struct buf form = { 0 };
     char url[CONFIG_STR + 64];
     size_t base_len = strlen(server->url);
     long http_status = 0;
@@ -568,21 +603,22 @@ int comet_call(struct comet_client *c, const struct config_server *server,
     c->resp.len = 0;
     c->resp.overflow = false;
     c->errbuf[0] = '\0';
-    if (form_build(c->curl, server, params, nparams, &form) != 0) {
-        buf_clear(&form);
+    c->form.len = 0;
+    if (form_build(c->curl, server, params, nparams, &c->form) != 0) {
+        form_wipe(c);
         return err_set(err, ERR_INTERNAL, "%s: out of memory building the request",
                        endpoint_table[ep].path);
     }
-    rc = call_prepare(c, server, &endpoint_table[ep], url, &form);
+    rc = call_prepare(c, server, &endpoint_table[ep], url, &c->form);
     if (rc != CURLE_OK) {
-        buf_clear(&form);
+        form_wipe(c);
         return err_set(err, ERR_INTERNAL, "%s: curl option: %s", endpoint_table[ep].path,
                        curl_easy_strerror(rc));
     }
     if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0)
         started = (long)(ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
     rc = curl_easy_perform(c->curl);
-    buf_clear(&form);
+    form_wipe(c);
     c->body = NULL;
     c->body_len = c->body_off = 0;
     /* The handle must not keep a pointer to the freed form. */
@@ -594,8 +630,8 @@ int comet_call(struct comet_client *c, const struct config_server *server,
     if (rc == CURLE_WRITE_ERROR && c->resp.overflow)
         snprintf(c->errbuf, sizeof(c->errbuf), "answer over %u bytes", COMET_MAX_RESPONSE);
 
-    ret = comet_classify(ep, (int)rc, c->errbuf, http_status, c->resp.data, c->resp.len,
-                         out, body_status, err);
+    ret = classify(c->tok, ep, (int)rc, c->errbuf, http_status, c->resp.data, c->resp.len,
+                   out, body_status, err);
     if (ret != 0) {
         scrub_secret(err, server->password);
         for (size_t i = 0; i < nparams; i++) {
