@@ -5,10 +5,13 @@
 #include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -498,6 +501,15 @@ int bus_publish_wait(struct bus *b, const struct bus_msg *m, int timeout_ms, str
     }
 }
 
+void bus_cork(struct bus *b, bool on)
+{
+    int fd = amqp_get_sockfd(b->conn);
+    int v = on ? 1 : 0;
+
+    if (fd >= 0)
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_CORK, &v, sizeof(v));
+}
+
 int bus_ack(struct bus *b, uint64_t tag, struct err *err)
 {
     return status_err(amqp_basic_ack(b->conn, BUS_CHANNEL, tag, 0), "basic.ack", err);
@@ -698,6 +710,10 @@ int bus_wait(struct bus *b, int timeout_ms, int wake_fd, struct bus_event *ev, s
     }
     if (wake_fd >= 0 && (pfd[1].revents & POLLIN)) {
         ev->kind = BUS_EV_WAKE;
+        return 0;
+    }
+    if (n == 0 && timeout_ms == 0) {
+        ev->kind = BUS_EV_TIMEOUT; /* a non-blocking look: nothing there */
         return 0;
     }
     /* Also on timeout: lets rabbitmq-c send its heartbeat. */

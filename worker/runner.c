@@ -18,6 +18,9 @@
 #define BACKOFF_MAX_MS 10000
 #define STORE_CHECK_MS 1000      /* while paused for Redis, probe it this often */
 #define MAX_TIERS 16
+/* Broker events settled per round before its writes go out (bounded so
+ * finished jobs are published promptly under a flood of deliveries). */
+#define ROUND_EVENTS_MAX 64
 
 /* A delivery whose outcome messages await their confirms. */
 struct pending {
@@ -350,8 +353,25 @@ int runner_run(const struct config *cfg, volatile sig_atomic_t *stop, struct run
             try_connect(&r);
         }
         err_clear(&e);
+        /* One round: publish what finished and settle what the broker
+         * already sent (confirms -> acks, deliveries -> pool) without
+         * blocking, all written out together at the end of the round. */
+        if (r.bus)
+            bus_cork(r.bus, true);
         if (r.bus && drain_outcomes(&r, &e) != 0)
             disconnect(&r, e.msg);
+        for (int i = 0; r.bus && i < ROUND_EVENTS_MAX; i++) {
+            struct bus_event ev;
+            if (bus_wait(r.bus, 0, -1, &ev, &e) != 0) {
+                disconnect(&r, e.msg);
+                break;
+            }
+            if (ev.kind == BUS_EV_TIMEOUT)
+                break;
+            handle_event(&r, &ev);
+        }
+        if (r.bus)
+            bus_cork(r.bus, false);
         if (!r.bus) {
             /* Keep draining (and dropping) stale outcomes while disconnected. */
             drain_outcomes(&r, &e);
