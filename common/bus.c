@@ -44,7 +44,15 @@ static void copy_bytes(char *dst, size_t cap, amqp_bytes_t b)
 
 void bus_msg_init(struct bus_msg *m, const char *exchange, const char *routing_key)
 {
-    memset(m, 0, sizeof(*m));
+    /* Field by field, not memset: the header slots (~5 KiB) are written only
+     * as headers are added, so a recycled message's unused slots are never
+     * touched (worker RSS with a few hundred outcomes in circulation). */
+    m->message_id[0] = '\0';
+    m->type[0] = '\0';
+    m->body = NULL;
+    m->len = 0;
+    m->nheaders = 0;
+    m->mandatory = false;
     copy_str(m->exchange, sizeof(m->exchange), exchange);
     copy_str(m->routing_key, sizeof(m->routing_key), routing_key);
 }
@@ -155,7 +163,36 @@ void bus_delivery_clear(struct bus_delivery *d)
     if (!d)
         return;
     free(d->body);
-    memset(d, 0, sizeof(*d));
+    /* Field by field: the header slots (~5 KiB) are only read up to
+     * nheaders, and a recycled delivery's unused ones stay untouched. */
+    d->tag = 0;
+    d->redelivered = false;
+    d->exchange[0] = d->routing_key[0] = d->message_id[0] = d->type[0] = '\0';
+    d->timestamp = 0;
+    d->body = NULL;
+    d->len = 0;
+    d->nheaders = 0;
+    d->death_count = 0;
+    d->death_reason[0] = '\0';
+}
+
+void bus_delivery_move(struct bus_delivery *dst, struct bus_delivery *src)
+{
+    dst->tag = src->tag;
+    dst->redelivered = src->redelivered;
+    memcpy(dst->exchange, src->exchange, sizeof(dst->exchange));
+    memcpy(dst->routing_key, src->routing_key, sizeof(dst->routing_key));
+    memcpy(dst->message_id, src->message_id, sizeof(dst->message_id));
+    memcpy(dst->type, src->type, sizeof(dst->type));
+    dst->timestamp = src->timestamp;
+    dst->body = src->body;
+    dst->len = src->len;
+    memcpy(dst->headers, src->headers, src->nheaders * sizeof(src->headers[0]));
+    dst->nheaders = src->nheaders;
+    dst->death_count = src->death_count;
+    memcpy(dst->death_reason, src->death_reason, sizeof(dst->death_reason));
+    src->body = NULL;
+    bus_delivery_clear(src);
 }
 
 /* ---- errors -------------------------------------------------------------- */

@@ -90,6 +90,9 @@ int bus_msg_copy_headers(struct bus_msg *m, const struct bus_delivery *d, const 
 const char *bus_delivery_str(const struct bus_delivery *d, const char *key); /* NULL if absent */
 long long bus_delivery_int(const struct bus_delivery *d, const char *key, long long dflt);
 void bus_delivery_clear(struct bus_delivery *d);
+/* Moves src into dst (body ownership included) copying only the used
+ * header slots; src is left cleared. */
+void bus_delivery_move(struct bus_delivery *dst, struct bus_delivery *src);
 
 struct bus;
 

@@ -241,8 +241,7 @@ int pool_submit(struct pool *p, struct bus_delivery *d, unsigned generation)
         it = malloc(sizeof(*it));
     if (!it)
         return -1;
-    it->d = *d;
-    memset(d, 0, sizeof(*d)); /* the queue owns the body now */
+    bus_delivery_move(&it->d, d); /* the queue owns the body now */
     it->generation = generation;
     it->next = NULL;
     pthread_mutex_lock(&p->done_mu);
