@@ -218,6 +218,77 @@ void comet_client_free(struct comet_client *c)
     free(c);
 }
 
+/* ---- reachability ------------------------------------------------------ */
+
+struct reach {
+    char url[CONFIG_STR];
+    int failures;           /* calls in a row that found nobody there */
+    long long answer_ms;    /* last HTTP answer (CLOCK_MONOTONIC ms), 0 = none yet */
+    long long fail_ms;      /* first of the current failures */
+};
+static struct reach reach_table[CONFIG_MAX_SERVERS];
+static pthread_mutex_t reach_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static long long reach_now_ms(void)
+{
+    struct timespec ts;
+
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
+        return 0;
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The server's entry (taken on first use); NULL when the table is full. */
+static struct reach *reach_find(const char *url)
+{
+    for (size_t i = 0; i < CONFIG_MAX_SERVERS; i++) {
+        struct reach *r = &reach_table[i];
+        if (r->url[0] == '\0') {
+            snprintf(r->url, sizeof(r->url), "%s", url);
+            return r;
+        }
+        if (strcmp(r->url, url) == 0)
+            return r;
+    }
+    return NULL;
+}
+
+static void reach_note(const char *url, CURLcode rc)
+{
+    bool answered = rc == CURLE_OK;
+    bool nobody = rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
+                  rc == CURLE_COULDNT_RESOLVE_PROXY;
+    long long now = reach_now_ms();
+
+    if ((!answered && !nobody) || pthread_mutex_lock(&reach_mu) != 0)
+        return;
+    struct reach *r = reach_find(url);
+    if (r != NULL && answered) {
+        r->failures = 0;
+        r->answer_ms = now;
+    } else if (r != NULL) {
+        if (r->failures++ == 0)
+            r->fail_ms = now;
+    }
+    pthread_mutex_unlock(&reach_mu);
+}
+
+bool comet_server_down(const char *url)
+{
+    bool down = false;
+    long long now = reach_now_ms();
+
+    if (pthread_mutex_lock(&reach_mu) != 0)
+        return false;
+    struct reach *r = reach_find(url);
+    if (r != NULL && r->failures >= COMET_DOWN_CALLS) {
+        long long since = r->answer_ms > r->fail_ms ? r->answer_ms : r->fail_ms;
+        down = now - since >= COMET_DOWN_MS;
+    }
+    pthread_mutex_unlock(&reach_mu);
+    return down;
+}
+
 /* ---- classification ---------------------------------------------------- */
 
 /* The body's Message member for error texts, or "" (lent from obj). */
@@ -621,6 +692,7 @@ int comet_call(struct comet_client *c, const struct config_server *server,
     if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0)
         started = (long)(ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
     rc = curl_easy_perform(c->curl);
+    reach_note(server->url, rc);
     form_wipe(c);
     c->body = NULL;
     c->body_len = c->body_off = 0;

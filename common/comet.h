@@ -5,6 +5,7 @@
 #define COMET_COMET_H
 
 #include <json-c/json.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include "config.h"
 #include "errors.h"
@@ -55,6 +56,18 @@ const char *comet_endpoint_path(enum comet_endpoint ep);
 int comet_call(struct comet_client *c, const struct config_server *server,
                enum comet_endpoint ep, const struct comet_param *params, size_t nparams,
                json_object **out, int *body_status, struct err *err);
+
+/* Reachability of each Comet server as this process sees it. A call that
+ * could not connect at all (refused, host not found) counts against its
+ * server; any HTTP answer, even an error, clears the count. A server is
+ * down after COMET_DOWN_CALLS such calls in a row with no answer for
+ * COMET_DOWN_MS: the worker then stops taking jobs (they wait in the queue
+ * without spending attempts) until a probe gets an answer. Connect
+ * timeouts are not counted: they cannot be told apart from a stalled
+ * reused connection. */
+#define COMET_DOWN_CALLS 8
+#define COMET_DOWN_MS 1000
+bool comet_server_down(const char *url);
 
 /* The classification comet_call() applies to one finished transfer, as a
  * pure function (unit-tested): curl_code is the CURLcode of the transfer

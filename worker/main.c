@@ -12,8 +12,8 @@
 
 static volatile sig_atomic_t stop_requested;
 
-/* /readyz: connected to the broker and consuming (which implies Redis is
- * reachable: the runner pauses consuming while it is not). */
+/* /readyz: connected to the broker and consuming (which implies Redis and
+ * a Comet server are reachable: the runner pauses consuming while not). */
 static bool worker_ready(void *ctx, char *why, size_t n)
 {
     const struct runner_status *st = ctx;
@@ -21,6 +21,8 @@ static bool worker_ready(void *ctx, char *why, size_t n)
         snprintf(why, n, "not connected to the broker");
     else if (!st->store_ok)
         snprintf(why, n, "Redis unreachable: not taking jobs");
+    else if (!st->comet_ok)
+        snprintf(why, n, "no Comet server reachable: not taking jobs");
     else if (!st->consuming)
         snprintf(why, n, "not consuming");
     else

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "bus.h"
+#include "comet.h"
 #include "log.h"
 #include "metrics.h"
 #include "pool.h"
@@ -17,6 +18,8 @@
 #define BACKOFF_MIN_MS 200
 #define BACKOFF_MAX_MS 10000
 #define STORE_CHECK_MS 1000      /* while paused for Redis, probe it this often */
+#define COMET_PROBE_MIN_MS 1000  /* while paused for Comet, probe it this often ... */
+#define COMET_PROBE_MAX_MS 10000 /* ... backing off to this */
 #define MAX_TIERS 16
 /* Broker events settled per round before its writes go out (bounded so
  * finished jobs are published promptly under a flood of deliveries). */
@@ -54,6 +57,10 @@ struct runner {
     bool paused;            /* consumer cancelled while Redis is down */
     long long next_store_check_ms;
     struct store *probe;    /* the consumer's own Redis connection, for the pause probe */
+    bool comet_paused;      /* consumer cancelled while no Comet server answers */
+    long long next_comet_probe_ms;
+    int comet_probe_ms;     /* current probe interval (backs off) */
+    struct comet_client *comet_probe; /* the consumer's own client, for that probe */
 };
 
 static long long mono_ms(void)
@@ -201,7 +208,7 @@ static void try_connect(struct runner *r)
         r->bus = b;
         if (bus_declare_topology(b, r->tiers, r->ntiers, &e) == 0 &&
             bus_qos(b, r->cfg->amqp_prefetch, &e) == 0 &&
-            (r->paused || start_consuming(r, &e) == 0)) {
+            (r->paused || r->comet_paused || start_consuming(r, &e) == 0)) {
             r->generation++;
             r->st->connected = true;
             r->backoff_ms = BACKOFF_MIN_MS;
@@ -228,7 +235,7 @@ static void check_store(struct runner *r)
     struct err e;
     err_clear(&e);
     if (!r->paused && pool_store_down(r->pool)) {
-        if (bus_cancel(r->bus, &e) == 0) {
+        if (r->comet_paused || bus_cancel(r->bus, &e) == 0) {
             r->paused = true;
             r->st->consuming = false;
             r->st->store_ok = false;
@@ -245,13 +252,69 @@ static void check_store(struct runner *r)
     if (!r->probe)
         r->probe = store_connect(r->cfg, &e);
     if (r->probe && store_ensure(r->probe, &e) == 0 && store_ping(r->probe, &e) == 0) {
-        if (start_consuming(r, &e) == 0) {
+        if (r->comet_paused || start_consuming(r, &e) == 0) {
             r->paused = false;
             r->st->store_ok = true;
             log_info("Redis is back: taking jobs again");
         } else {
             disconnect(r, e.msg);
         }
+    }
+}
+
+/* While no Comet server can even be connected to, every job would fail and
+ * spend an attempt (a long outage would dead-letter the whole queue), and
+ * the retry copies would load the broker: cancel the consumer, so jobs wait
+ * in comet.jobs, probe the servers with meta/version, and take jobs again
+ * when one answers. Jobs already running end as usual. */
+static void check_comet(struct runner *r)
+{
+    if (!r->bus || r->stopping)
+        return;
+    struct err e;
+    err_clear(&e);
+    if (!r->comet_paused) {
+        for (int i = 0; i < r->cfg->server_count; i++)
+            if (!comet_server_down(r->cfg->servers[i].url))
+                return;
+        if (r->paused || bus_cancel(r->bus, &e) == 0) {
+            r->comet_paused = true;
+            r->st->consuming = false;
+            r->st->comet_ok = false;
+            r->comet_probe_ms = COMET_PROBE_MIN_MS;
+            r->next_comet_probe_ms = mono_ms() + r->comet_probe_ms;
+            log_error("no Comet server can be reached: not taking jobs until one answers "
+                      "(they wait in %s)", BUS_Q_JOBS);
+        } else {
+            disconnect(r, e.msg);
+        }
+        return;
+    }
+    if (mono_ms() < r->next_comet_probe_ms)
+        return;
+    if (!r->comet_probe)
+        r->comet_probe = comet_client_new(COMET_PROBE_MIN_MS, 2 * COMET_PROBE_MIN_MS);
+    bool answered = false;
+    for (int i = 0; r->comet_probe && i < r->cfg->server_count && !answered; i++) {
+        json_object *out = NULL;
+        struct err pe;
+        comet_call(r->comet_probe, &r->cfg->servers[i], COMET_META_VERSION, NULL, 0, &out, NULL, &pe);
+        json_object_put(out);
+        /* Any answer, even an error, clears the server's count. */
+        answered = !comet_server_down(r->cfg->servers[i].url);
+    }
+    if (!answered) {
+        r->comet_probe_ms = r->comet_probe_ms * 2 > COMET_PROBE_MAX_MS ? COMET_PROBE_MAX_MS
+                            : r->comet_probe_ms * 2;
+        r->next_comet_probe_ms = mono_ms() + r->comet_probe_ms;
+        return;
+    }
+    if (r->paused || start_consuming(r, &e) == 0) {
+        r->comet_paused = false;
+        r->st->comet_ok = true;
+        log_info("a Comet server answers again: taking jobs");
+    } else {
+        disconnect(r, e.msg);
     }
 }
 
@@ -262,7 +325,7 @@ static void begin_stop(struct runner *r)
     r->stopping = true;
     struct err e;
     err_clear(&e);
-    if (r->bus && !r->paused && bus_cancel(r->bus, &e) != 0)
+    if (r->bus && !r->paused && !r->comet_paused && bus_cancel(r->bus, &e) != 0)
         disconnect(r, e.msg);
     r->st->consuming = false;
     /* Jobs not yet started go back to the queue at once. */
@@ -334,6 +397,7 @@ int runner_run(const struct config *cfg, volatile sig_atomic_t *stop, struct run
         return 1;
     }
     st->store_ok = true;
+    st->comet_ok = true;
     long long deadline = 0;
     for (;;) {
         if (*stop && !r.stopping) {
@@ -380,6 +444,7 @@ int runner_run(const struct config *cfg, volatile sig_atomic_t *stop, struct run
             continue;
         }
         check_store(&r);
+        check_comet(&r);
         if (!r.bus)
             continue;
         struct bus_event ev;
@@ -392,6 +457,7 @@ int runner_run(const struct config *cfg, volatile sig_atomic_t *stop, struct run
     pool_free(r.pool);
     bus_free(r.bus);
     store_free(r.probe);
+    comet_client_free(r.comet_probe);
     free(r.pendings);
     free(r.pubs);
     st->connected = false;

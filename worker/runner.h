@@ -11,8 +11,9 @@
 /* Readiness for /readyz and logs. */
 struct runner_status {
     volatile bool connected;    /* broker connection up */
-    volatile bool consuming;    /* consumer active (not paused for Redis, not stopping) */
+    volatile bool consuming;    /* consumer active (not paused for Redis or Comet, not stopping) */
     volatile bool store_ok;     /* Redis reachable at the last check */
+    volatile bool comet_ok;     /* some Comet server answers (see comet_server_down) */
 };
 
 /* Runs until *stop is set (SIGTERM/SIGINT), then stops consuming, lets

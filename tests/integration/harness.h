@@ -208,6 +208,27 @@ static __attribute__((unused)) int h_start_worker(struct harness *h, const char 
     return 0;
 }
 
+/* Starts the fake Comet on h->fake_port (a fresh, empty one) and waits
+ * until it answers. */
+static __attribute__((unused)) int h_start_fake(struct harness *h)
+{
+    char fakelog[700], fakebin[700], portstr[16];
+    snprintf(fakebin, sizeof(fakebin), "%s/fake-comet", h->bin);
+    snprintf(fakelog, sizeof(fakelog), "%s/fake-comet.log", h->dir);
+    snprintf(portstr, sizeof(portstr), "%d", h->fake_port);
+    char *fargv[] = { fakebin, "--port", portstr, "--threads", "8", NULL };
+    h->fake_pid = h_spawn(fargv, fakelog);
+    json_object *ok = NULL;
+    for (int i = 0; i < 100 && !ok; i++) {
+        usleep(50000);
+        ok = h_fake(h, "/__fake/state", NULL);
+    }
+    if (!ok)
+        return -1;
+    json_object_put(ok);
+    return 0;
+}
+
 static __attribute__((unused)) int h_setup(struct harness *h, int concurrency)
 {
     memset(h, 0, sizeof(*h));
@@ -233,7 +254,7 @@ static __attribute__((unused)) int h_setup(struct harness *h, int concurrency)
     char *b64 = b64_encode(raw, sizeof(raw));
     snprintf(h->key_b64, sizeof(h->key_b64), "%s", b64);
     free(b64);
-    char keypath[700], pwpath[700], fakelog[700], fakebin[700], portstr[16];
+    char keypath[700], pwpath[700];
     snprintf(keypath, sizeof(keypath), "%s/k1.key", h->dir);
     snprintf(pwpath, sizeof(pwpath), "%s/comet-admin.pw", h->dir);
     FILE *f = fopen(keypath, "w");
@@ -251,19 +272,8 @@ static __attribute__((unused)) int h_setup(struct harness *h, int concurrency)
 
     h->fake_port = h_free_port();
     snprintf(h->fake_url, sizeof(h->fake_url), "http://127.0.0.1:%d", h->fake_port);
-    snprintf(fakebin, sizeof(fakebin), "%s/fake-comet", h->bin);
-    snprintf(fakelog, sizeof(fakelog), "%s/fake-comet.log", h->dir);
-    snprintf(portstr, sizeof(portstr), "%d", h->fake_port);
-    char *fargv[] = { fakebin, "--port", portstr, "--threads", "8", NULL };
-    h->fake_pid = h_spawn(fargv, fakelog);
-    json_object *ok = NULL;
-    for (int i = 0; i < 100 && !ok; i++) {
-        usleep(50000);
-        ok = h_fake(h, "/__fake/state", NULL);
-    }
-    if (!ok)
+    if (h_start_fake(h) != 0)
         return -1;
-    json_object_put(ok);
 
     snprintf(h->cfg_path, sizeof(h->cfg_path), "%s/worker.conf", h->dir);
     f = fopen(h->cfg_path, "w");

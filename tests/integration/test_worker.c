@@ -17,6 +17,9 @@ static int skip_all;
 static int group_setup(void **state)
 {
     (void)state;
+    /* Six attempts (200, 400, 800, 800, 800 ms apart): the Comet-outage test
+     * must see the consumer pause well before a running job's budget ends. */
+    h_max_attempts = 6;
     int rc = h_setup(&H, 16);
     if (rc == 1) {
         skip_all = 1;
@@ -537,6 +540,66 @@ static void test_worker_logs_hold_no_secret(void **state)
     assert_true(lines > 50); /* the log really was written */
 }
 
+/* No Comet server can be connected to: the worker stops taking jobs after
+ * a short while (readiness says why), so queued jobs wait in comet.jobs
+ * without spending attempts instead of burning their retry budget into
+ * the DLQ; when Comet is back, a probe sees it and every job completes. */
+static void test_worker_comet_unreachable_pauses_consumer(void **state)
+{
+    (void)state;
+    SKIP_IF_NO_SERVICES();
+    enum { FIRST = 24, LATER = 10 };
+    char ids[FIRST + LATER][UUID_STR_LEN], spec[512], url[128];
+    long status = 0;
+    struct err e;
+
+    h_stop(H.fake_pid, SIGTERM);
+    for (int i = 0; i < FIRST + LATER; i++) {
+        if (i == FIRST) {
+            /* Paused: the readiness probe says so. */
+            snprintf(url, sizeof(url), "http://127.0.0.1:%d/readyz", H.metrics_port);
+            long long end = h_now_ms() + WAIT_MS;
+            char *body = NULL;
+            for (;;) {
+                free(body);
+                body = h_http_get(url, &status);
+                if (status == 503 || h_now_ms() > end)
+                    break;
+                h_pump(&H, 100);
+            }
+            assert_int_equal(status, 503);
+            assert_non_null(body);
+            assert_non_null(strstr(body, "no Comet server reachable"));
+            free(body);
+        }
+        snprintf(spec, sizeof(spec),
+                 "{\"action\":\"create\",\"service_id\":%d,"
+                 "\"account\":{\"username\":\"down-%d\",\"custom_username\":true},"
+                 "\"product\":{\"policy_group\":\"\",\"storage_provider\":\"\",\"require_password_change\":false},"
+                 "\"password\":\"down-password\"}", 700 + i, i);
+        assert_int_equal(h_publish(&H, spec, ids[i]), 0);
+    }
+    /* The later jobs stay queued, untouched. */
+    for (int i = 0; i < 10; i++)
+        h_pump(&H, 100);
+    long depth = bus_queue_depth(H.pub, BUS_Q_JOBS, &e);
+    assert_true(depth >= LATER);
+    for (int i = FIRST; i < FIRST + LATER; i++)
+        assert_null(h_find(&H, ids[i], false));
+
+    assert_int_equal(h_start_fake(&H), 0);
+    for (int i = 0; i < FIRST + LATER; i++) {
+        const struct result *r = h_wait(&H, ids[i], 30000);
+        assert_non_null(r);
+        assert_succeeded(r);
+        if (i >= FIRST)
+            assert_int_equal(r->attempt, 1);
+    }
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/readyz", H.metrics_port);
+    free(h_http_get(url, &status));
+    assert_int_equal(status, 200);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -554,6 +617,8 @@ int main(void)
         cmocka_unit_test(test_worker_superseded_replay_is_skipped),
         cmocka_unit_test(test_worker_metrics_add_up),
         cmocka_unit_test(test_worker_logs_hold_no_secret),
+        /* Last: it stops and restarts the fake (an empty one). */
+        cmocka_unit_test(test_worker_comet_unreachable_pauses_consumer),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
