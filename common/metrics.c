@@ -48,6 +48,7 @@ static struct {
     _Atomic uint64_t retries;
     _Atomic uint64_t dead_lettered[REASON_SLOTS];
     _Atomic int64_t inflight;
+    _Atomic int paused[METRICS_PAUSE__COUNT];
     _Atomic uint64_t amqp_reconnects;
     _Atomic uint64_t redis_errors;
     _Atomic uint64_t deliveries[METRICS_DELIVERY__COUNT];
@@ -143,6 +144,12 @@ void metrics_inflight_add(int delta)
     atomic_fetch_add_explicit(&reg.inflight, delta, memory_order_relaxed);
 }
 
+void metrics_set_paused(enum metrics_pause reason, bool paused)
+{
+    if ((unsigned)reason < METRICS_PAUSE__COUNT)
+        atomic_store_explicit(&reg.paused[reason], paused ? 1 : 0, memory_order_relaxed);
+}
+
 void metrics_amqp_reconnect(void)
 {
     counter_add(&reg.amqp_reconnects, 1);
@@ -186,6 +193,8 @@ void metrics_reset(void)
     atomic_store_explicit(&reg.amqp_reconnects, 0, memory_order_relaxed);
     atomic_store_explicit(&reg.redis_errors, 0, memory_order_relaxed);
     atomic_store_explicit(&reg.inflight, 0, memory_order_relaxed);
+    for (size_t i = 0; i < METRICS_PAUSE__COUNT; i++)
+        atomic_store_explicit(&reg.paused[i], 0, memory_order_relaxed);
     atomic_store_explicit(&reg.dispatch_inflight, 0, memory_order_relaxed);
 }
 
@@ -355,6 +364,13 @@ static void render_worker(FILE *f)
     put_header(f, "jobs_in_flight", "gauge", "Jobs being processed now.");
     fprintf(f, "jobs_in_flight %lld\n",
             (long long)atomic_load_explicit(&reg.inflight, memory_order_relaxed));
+    static const char *const pause_names[METRICS_PAUSE__COUNT] = {
+        [METRICS_PAUSE_REDIS] = "redis", [METRICS_PAUSE_COMET] = "comet",
+    };
+    put_header(f, "worker_paused", "gauge", "1 while the worker takes no jobs, by reason.");
+    for (size_t i = 0; i < METRICS_PAUSE__COUNT; i++)
+        fprintf(f, "worker_paused{reason=\"%s\"} %d\n", pause_names[i],
+                atomic_load_explicit(&reg.paused[i], memory_order_relaxed));
 }
 
 static void render_dispatcher(FILE *f)

@@ -55,6 +55,9 @@ void metrics_retry(void);
 void metrics_dead_lettered(const char *reason_code);
 /* Jobs currently being processed (+1 taken, -1 finished). */
 void metrics_inflight_add(int delta);
+/* Why the worker is not taking jobs: worker_paused{reason} is 1 while so. */
+enum metrics_pause { METRICS_PAUSE_REDIS = 0, METRICS_PAUSE_COMET, METRICS_PAUSE__COUNT };
+void metrics_set_paused(enum metrics_pause reason, bool paused);
 void metrics_amqp_reconnect(void);
 void metrics_redis_error(void);
 

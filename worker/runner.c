@@ -239,6 +239,7 @@ static void check_store(struct runner *r)
             r->paused = true;
             r->st->consuming = false;
             r->st->store_ok = false;
+            metrics_set_paused(METRICS_PAUSE_REDIS, true);
             log_error("Redis unreachable: not taking jobs until it is back");
         } else {
             disconnect(r, e.msg);
@@ -255,6 +256,7 @@ static void check_store(struct runner *r)
         if (r->comet_paused || start_consuming(r, &e) == 0) {
             r->paused = false;
             r->st->store_ok = true;
+            metrics_set_paused(METRICS_PAUSE_REDIS, false);
             log_info("Redis is back: taking jobs again");
         } else {
             disconnect(r, e.msg);
@@ -281,6 +283,7 @@ static void check_comet(struct runner *r)
             r->comet_paused = true;
             r->st->consuming = false;
             r->st->comet_ok = false;
+            metrics_set_paused(METRICS_PAUSE_COMET, true);
             r->comet_probe_ms = COMET_PROBE_MIN_MS;
             r->next_comet_probe_ms = mono_ms() + r->comet_probe_ms;
             log_error("no Comet server can be reached: not taking jobs until one answers "
@@ -312,6 +315,7 @@ static void check_comet(struct runner *r)
     if (r->paused || start_consuming(r, &e) == 0) {
         r->comet_paused = false;
         r->st->comet_ok = true;
+        metrics_set_paused(METRICS_PAUSE_COMET, false);
         log_info("a Comet server answers again: taking jobs");
     } else {
         disconnect(r, e.msg);

@@ -571,6 +571,11 @@ static void test_worker_comet_unreachable_pauses_consumer(void **state)
             assert_non_null(body);
             assert_non_null(strstr(body, "no Comet server reachable"));
             free(body);
+            snprintf(url, sizeof(url), "http://127.0.0.1:%d/metrics", H.metrics_port);
+            body = h_http_get(url, &status);
+            assert_non_null(body);
+            assert_non_null(strstr(body, "worker_paused{reason=\"comet\"} 1"));
+            free(body);
         }
         snprintf(spec, sizeof(spec),
                  "{\"action\":\"create\",\"service_id\":%d,"
@@ -598,6 +603,11 @@ static void test_worker_comet_unreachable_pauses_consumer(void **state)
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/readyz", H.metrics_port);
     free(h_http_get(url, &status));
     assert_int_equal(status, 200);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/metrics", H.metrics_port);
+    char *text = h_http_get(url, &status);
+    assert_non_null(text);
+    assert_non_null(strstr(text, "worker_paused{reason=\"comet\"} 0"));
+    free(text);
 }
 
 int main(void)
