@@ -5,6 +5,7 @@
 
 #include <curl/curl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sodium.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -220,14 +221,18 @@ void comet_client_free(struct comet_client *c)
 
 /* ---- reachability ------------------------------------------------------ */
 
+/* Every call notes its outcome here, from up to hundreds of threads: the
+ * common case (an answer while nothing failed) is one atomic load. An
+ * entry's URL is written once, before `used` is set (release); readers
+ * look at it only after seeing `used` (acquire). */
 struct reach {
+    _Atomic bool used;
     char url[CONFIG_STR];
-    int failures;           /* calls in a row that found nobody there */
-    long long answer_ms;    /* last HTTP answer (CLOCK_MONOTONIC ms), 0 = none yet */
-    long long fail_ms;      /* first of the current failures */
+    _Atomic int failures;       /* calls in a row that found nobody there */
+    _Atomic long long fail_ms;  /* first of those (CLOCK_MONOTONIC ms) */
 };
 static struct reach reach_table[CONFIG_MAX_SERVERS];
-static pthread_mutex_t reach_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t reach_mu = PTHREAD_MUTEX_INITIALIZER; /* taking a free entry */
 
 static long long reach_now_ms(void)
 {
@@ -238,19 +243,31 @@ static long long reach_now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* The server's entry (taken on first use); NULL when the table is full. */
+/* The server's entry, taken on first use; NULL when the table is full. */
 static struct reach *reach_find(const char *url)
 {
     for (size_t i = 0; i < CONFIG_MAX_SERVERS; i++) {
         struct reach *r = &reach_table[i];
-        if (r->url[0] == '\0') {
-            snprintf(r->url, sizeof(r->url), "%s", url);
-            return r;
-        }
+        if (!atomic_load_explicit(&r->used, memory_order_acquire))
+            break;
         if (strcmp(r->url, url) == 0)
             return r;
     }
-    return NULL;
+    struct reach *found = NULL;
+    if (pthread_mutex_lock(&reach_mu) != 0)
+        return NULL;
+    for (size_t i = 0; i < CONFIG_MAX_SERVERS && found == NULL; i++) {
+        struct reach *r = &reach_table[i];
+        if (!atomic_load_explicit(&r->used, memory_order_acquire)) {
+            snprintf(r->url, sizeof(r->url), "%s", url);
+            atomic_store_explicit(&r->used, true, memory_order_release);
+            found = r;
+        } else if (strcmp(r->url, url) == 0) {
+            found = r;
+        }
+    }
+    pthread_mutex_unlock(&reach_mu);
+    return found;
 }
 
 static void reach_note(const char *url, CURLcode rc)
@@ -258,35 +275,27 @@ static void reach_note(const char *url, CURLcode rc)
     bool answered = rc == CURLE_OK;
     bool nobody = rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
                   rc == CURLE_COULDNT_RESOLVE_PROXY;
-    long long now = reach_now_ms();
-
-    if ((!answered && !nobody) || pthread_mutex_lock(&reach_mu) != 0)
+    if (!answered && !nobody)
         return;
     struct reach *r = reach_find(url);
-    if (r != NULL && answered) {
-        r->failures = 0;
-        r->answer_ms = now;
-    } else if (r != NULL) {
-        if (r->failures++ == 0)
-            r->fail_ms = now;
+    if (r == NULL)
+        return;
+    if (answered) {
+        if (atomic_load_explicit(&r->failures, memory_order_relaxed) != 0)
+            atomic_store_explicit(&r->failures, 0, memory_order_relaxed);
+        return;
     }
-    pthread_mutex_unlock(&reach_mu);
+    /* The first failure of a streak dates it. */
+    if (atomic_fetch_add_explicit(&r->failures, 1, memory_order_relaxed) == 0)
+        atomic_store_explicit(&r->fail_ms, reach_now_ms(), memory_order_relaxed);
 }
 
 bool comet_server_down(const char *url)
 {
-    bool down = false;
-    long long now = reach_now_ms();
-
-    if (pthread_mutex_lock(&reach_mu) != 0)
-        return false;
     struct reach *r = reach_find(url);
-    if (r != NULL && r->failures >= COMET_DOWN_CALLS) {
-        long long since = r->answer_ms > r->fail_ms ? r->answer_ms : r->fail_ms;
-        down = now - since >= COMET_DOWN_MS;
-    }
-    pthread_mutex_unlock(&reach_mu);
-    return down;
+    if (r == NULL || atomic_load_explicit(&r->failures, memory_order_relaxed) < COMET_DOWN_CALLS)
+        return false;
+    return reach_now_ms() - atomic_load_explicit(&r->fail_ms, memory_order_relaxed) >= COMET_DOWN_MS;
 }
 
 /* ---- classification ---------------------------------------------------- */
