@@ -6,7 +6,9 @@
 #include <cmocka.h>
 
 #include <curl/curl.h>
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "comet.h"
 
@@ -171,6 +173,38 @@ static void test_comet_endpoint_paths(void **state)
     assert_string_equal(comet_endpoint_path(COMET__COUNT), "unknown");
 }
 
+/* A server nobody answers for: down only after COMET_DOWN_CALLS refused
+ * calls in a row and COMET_DOWN_MS since the first. Port 1 on loopback
+ * refuses at once. */
+static void test_comet_server_down_needs_calls_and_time(void **state)
+{
+    (void)state;
+    struct config_server srv;
+    struct err e;
+    json_object *out = NULL;
+
+    memset(&srv, 0, sizeof(srv));
+    snprintf(srv.url, sizeof(srv.url), "http://127.0.0.1:1");
+    snprintf(srv.username, sizeof(srv.username), "admin");
+    snprintf(srv.password, sizeof(srv.password), "pw");
+    struct comet_client *c = comet_client_new(1000, 2000);
+    assert_non_null(c);
+    assert_false(comet_server_down(srv.url));
+    for (int i = 0; i < COMET_DOWN_CALLS - 1; i++) {
+        assert_int_equal(comet_call(c, &srv, COMET_META_VERSION, NULL, 0, &out, NULL, &e), -1);
+        assert_int_equal(e.code, ERR_COMET_UNAVAILABLE);
+    }
+    assert_false(comet_server_down(srv.url)); /* one call short */
+    assert_int_equal(comet_call(c, &srv, COMET_META_VERSION, NULL, 0, &out, NULL, &e), -1);
+    assert_false(comet_server_down(srv.url)); /* enough calls, not long enough */
+    struct timespec ts = { COMET_DOWN_MS / 1000, (COMET_DOWN_MS % 1000) * 1000000L + 50000000L };
+    nanosleep(&ts, NULL);
+    assert_true(comet_server_down(srv.url));
+    /* Another server is judged on its own. */
+    assert_false(comet_server_down("http://127.0.0.1:2"));
+    comet_client_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -182,6 +216,7 @@ int main(void)
         cmocka_unit_test(test_comet_classify_body_with_nul),
         cmocka_unit_test(test_comet_classify_success_shapes),
         cmocka_unit_test(test_comet_endpoint_paths),
+        cmocka_unit_test(test_comet_server_down_needs_calls_and_time),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
