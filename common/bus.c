@@ -394,15 +394,18 @@ int bus_declare_topology(struct bus *b, const int *tiers_ms, int ntiers, struct 
         if (bind_queue(b, BUS_Q_JOBS, BUS_EX_JOBS, *k, err))
             return -1;
 
-    amqp_table_entry_t dead_args[] = { entry_str("x-queue-type", "quorum") };
-    if (declare_queue(b, BUS_Q_DEAD, dead_args, 1, err) ||
+    /* The DLQ and the two result queues: never dropped (see
+     * BUS_KEEP_DELIVERY_LIMIT). */
+    amqp_table_entry_t keep_args[] = {
+        entry_str("x-queue-type", "quorum"),
+        entry_int("x-delivery-limit", BUS_KEEP_DELIVERY_LIMIT),
+    };
+    if (declare_queue(b, BUS_Q_DEAD, keep_args, 2, err) ||
         bind_queue(b, BUS_Q_DEAD, BUS_EX_DEAD, "", err))
         return -1;
-
-    amqp_table_entry_t res_args[] = { entry_str("x-queue-type", "quorum") };
-    if (declare_queue(b, BUS_Q_RESULTS, res_args, 1, err) ||
+    if (declare_queue(b, BUS_Q_RESULTS, keep_args, 2, err) ||
         bind_queue(b, BUS_Q_RESULTS, BUS_EX_RESULTS, "#", err) ||
-        declare_queue(b, BUS_Q_RESULTS_DEAD, res_args, 1, err))
+        declare_queue(b, BUS_Q_RESULTS_DEAD, keep_args, 2, err))
         return -1;
 
     /* Retry tiers: quorum queues with a per-queue TTL that nobody consumes;

@@ -22,6 +22,12 @@
 /* A message that crashed workers this many times is dead-lettered by the
  * broker (quorum queue x-delivery-limit) instead of looping forever. */
 #define BUS_DELIVERY_LIMIT 20
+/* The queues that hold what must never be dropped (the DLQ, the results
+ * for WHMCS and the refused results) are read and requeued by operators'
+ * tools and by restarts; RabbitMQ 4 gives every quorum queue a delivery
+ * limit of 20 and drops a message past it when there is no dead-letter
+ * target. Declared explicitly, so far out of reach that it never applies. */
+#define BUS_KEEP_DELIVERY_LIMIT 1000000000
 
 /* Headers carried on job messages (never in the signed body). */
 #define BUS_H_KID        "x-comet-kid"

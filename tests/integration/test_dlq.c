@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <json-c/json.h>
 #include <sodium.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -694,6 +695,47 @@ static void test_dlq_usage_and_broker_errors(void **state)
     run_clear(&r);
 }
 
+/* RabbitMQ 4 gives every quorum queue a delivery limit of 20 and drops a
+ * message past it when it has nowhere to dead-letter: the DLQ (requeued by
+ * every list/show) and the result queues (requeued by restarts) declare
+ * theirs explicitly, far out of reach; the work queue keeps its own 20. */
+static void test_dlq_queues_never_drop_by_delivery_count(void **state)
+{
+    (void)state;
+    SKIP_IF_NO_SERVICES();
+    const char *root = getenv("COMET_TEST_ROOT");
+    const char *dir = getenv("COMET_RABBITMQ_DIR");
+    if (!root || !dir)
+        skip();
+    char cmd[1200];
+    snprintf(cmd, sizeof(cmd), "'%s/scripts/services.sh' ctl '%s' list_queues -q name arguments 2>/dev/null",
+             root, dir);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    static const struct { const char *queue; const char *limit; } want[] = {
+        { BUS_Q_DEAD, "{\"x-delivery-limit\",1000000000}" },
+        { BUS_Q_RESULTS, "{\"x-delivery-limit\",1000000000}" },
+        { BUS_Q_RESULTS_DEAD, "{\"x-delivery-limit\",1000000000}" },
+        { BUS_Q_JOBS, "{\"x-delivery-limit\",20}" },
+    };
+    bool seen[4] = { false, false, false, false };
+    char line[4096];
+    while (fgets(line, sizeof(line), p)) {
+        for (size_t i = 0; i < 4; i++) {
+            size_t n = strlen(want[i].queue);
+            if (strncmp(line, want[i].queue, n) == 0 && (line[n] == '\t' || line[n] == ' ')) {
+                if (!strstr(line, want[i].limit))
+                    fail_msg("%s declared without %s: %s", want[i].queue, want[i].limit, line);
+                seen[i] = true;
+            }
+        }
+    }
+    assert_int_equal(pclose(p), 0);
+    for (size_t i = 0; i < 4; i++)
+        if (!seen[i])
+            fail_msg("queue %s not listed by rabbitmqctl", want[i].queue);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -707,6 +749,7 @@ int main(void)
         cmocka_unit_test(test_dlq_purge_many_shows_progress),
         cmocka_unit_test(test_dlq_export_emits_json_lines),
         cmocka_unit_test(test_dlq_usage_and_broker_errors),
+        cmocka_unit_test(test_dlq_queues_never_drop_by_delivery_count),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
