@@ -1,5 +1,6 @@
 /* AMQP session over rabbitmq-c: connect, topology, confirmed publishing, consuming. */
 #include "bus.h"
+#include "clock.h"
 
 #include <amqp.h>
 #include <amqp_ssl_socket.h>
@@ -503,12 +504,9 @@ int bus_publish_wait(struct bus *b, const struct bus_msg *m, int timeout_ms, str
     if (bus_publish(b, m, &seq, err))
         return -1;
     bool returned = false;
-    struct timespec start;
-    clock_gettime(CLOCK_MONOTONIC, &start);
+    long long start = mono_ms();
     for (;;) {
-        struct timespec now;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        long elapsed = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+        long long elapsed = mono_ms() - start;
         if (elapsed >= timeout_ms)
             return err_set(err, ERR_BROKER_UNAVAILABLE,
                            "amqp: the broker did not confirm the publish within %d ms", timeout_ms);

@@ -1,6 +1,7 @@
 /* Comet Server admin API client: one endpoint table, one comet_call() that
  * POSTs a form over a reused libcurl handle and classifies the answer. */
 #include "comet.h"
+#include "clock.h"
 #include "metrics.h"
 
 #include <curl/curl.h>
@@ -234,15 +235,6 @@ struct reach {
 static struct reach reach_table[CONFIG_MAX_SERVERS];
 static pthread_mutex_t reach_mu = PTHREAD_MUTEX_INITIALIZER; /* taking a free entry */
 
-static long long reach_now_ms(void)
-{
-    struct timespec ts;
-
-    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
-        return 0;
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* The server's entry, taken on first use; NULL when the table is full. */
 static struct reach *reach_find(const char *url)
 {
@@ -287,7 +279,7 @@ static void reach_note(const char *url, CURLcode rc)
     }
     /* The first failure of a streak dates it. */
     if (atomic_fetch_add_explicit(&r->failures, 1, memory_order_relaxed) == 0)
-        atomic_store_explicit(&r->fail_ms, reach_now_ms(), memory_order_relaxed);
+        atomic_store_explicit(&r->fail_ms, mono_ms(), memory_order_relaxed);
 }
 
 bool comet_server_down(const char *url)
@@ -295,7 +287,7 @@ bool comet_server_down(const char *url)
     struct reach *r = reach_find(url);
     if (r == NULL || atomic_load_explicit(&r->failures, memory_order_relaxed) < COMET_DOWN_CALLS)
         return false;
-    return reach_now_ms() - atomic_load_explicit(&r->fail_ms, memory_order_relaxed) >= COMET_DOWN_MS;
+    return mono_ms() - atomic_load_explicit(&r->fail_ms, memory_order_relaxed) >= COMET_DOWN_MS;
 }
 
 /* ---- classification ---------------------------------------------------- */
@@ -667,10 +659,9 @@ int comet_call(struct comet_client *c, const struct config_server *server,
     char url[CONFIG_STR + 64];
     size_t base_len = strlen(server->url);
     long http_status = 0;
-    long started = 0;
+    long long started;
     CURLcode rc;
     int ret;
-    struct timespec ts;
 
     *out = NULL;
     if (body_status != NULL)
@@ -698,14 +689,14 @@ int comet_call(struct comet_client *c, const struct config_server *server,
         return err_set(err, ERR_INTERNAL, "%s: curl option: %s", endpoint_table[ep].path,
                        curl_easy_strerror(rc));
     }
-    if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0)
-        started = (long)(ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+    started = mono_ms();
     rc = curl_easy_perform(c->curl);
     reach_note(server->url, rc);
     form_wipe(c);
     c->body = NULL;
     c->body_len = c->body_off = 0;
-    /* The handle must not keep a pointer to the freed form. */
+    /* The handle must not keep a pointer into the form buffer, which a
+     * later call may move (growing it) or free. */
     if (curl_easy_setopt(c->curl, CURLOPT_POSTFIELDS, NULL) != CURLE_OK)
         log_warn("comet: could not clear POSTFIELDS");
     if (rc == CURLE_OK &&
@@ -724,15 +715,13 @@ int comet_call(struct comet_client *c, const struct config_server *server,
         }
     }
     {
-        long ms = 0;
+        long long ms = mono_ms() - started;
 
-        if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0)
-            ms = (long)(ts.tv_sec * 1000 + ts.tv_nsec / 1000000) - started;
         metrics_comet_request(ep, ms / 1000.0);
         if (ret != 0)
             metrics_comet_error(err_class_of(err != NULL ? err->code : ERR_INTERNAL));
         if (log_enabled(LOGL_DEBUG))
-            log_debug("comet %s: http %ld, %s, %ld ms", endpoint_table[ep].path, http_status,
+            log_debug("comet %s: http %ld, %s, %lld ms", endpoint_table[ep].path, http_status,
                   ret == 0 ? "ok" : err_code_name(err != NULL ? err->code : ERR_INTERNAL), ms);
     }
     /* A rare large answer should not pin its memory for the thread's life. */

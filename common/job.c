@@ -108,14 +108,6 @@ void format_time_ms(long long unix_ms, char out[32])
     snprintf(out, 32, "%s.%03dZ", date, (int)ms);
 }
 
-long long now_ms(void)
-{
-    struct timespec ts;
-    if (clock_gettime(CLOCK_REALTIME, &ts) != 0)
-        return 0;
-    return (long long)ts.tv_sec * MS_PER_SEC + ts.tv_nsec / 1000000;
-}
-
 /* Reads exactly n decimal digits. Returns 0 or -1. */
 static int parse_digits(const char **p, int n, int *out)
 {

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include "crypto.h"
+#include "clock.h"
 #include "errors.h"
 
 #define JOB_VERSION 1
@@ -103,6 +104,5 @@ int result_decode(const char *body, size_t len, struct result *r, struct err *er
 
 /* Formats unix milliseconds as RFC 3339 UTC ("2026-12-04T10:00:00.123Z"). */
 void format_time_ms(long long unix_ms, char out[32]);
-long long now_ms(void);
 
 #endif

@@ -1,6 +1,7 @@
 /* Redis store over a synchronous hiredis context: policy cache, locks and
  * per-job state, every key under the configured prefix. */
 #include "store.h"
+#include "clock.h"
 
 #include <hiredis/hiredis.h>
 #include <pthread.h>
@@ -287,15 +288,6 @@ struct policy_memo {
 static struct policy_memo policy_memo[POLICY_MEMO_SLOTS];
 static pthread_mutex_t policy_memo_mu = PTHREAD_MUTEX_INITIALIZER;
 
-static long long memo_now_ms(void)
-{
-    struct timespec ts;
-
-    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
-        return 0;
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static size_t memo_slot(const char *key)
 {
     uint32_t h = 2166136261u; /* FNV-1a */
@@ -308,7 +300,7 @@ static size_t memo_slot(const char *key)
 static bool memo_has(const char *key)
 {
     struct policy_memo *m = &policy_memo[memo_slot(key)];
-    long long now = memo_now_ms();
+    long long now = mono_ms();
     bool hit;
 
     if (now == 0 || pthread_mutex_lock(&policy_memo_mu) != 0)
@@ -321,7 +313,7 @@ static bool memo_has(const char *key)
 static void memo_put(const char *key)
 {
     struct policy_memo *m = &policy_memo[memo_slot(key)];
-    long long now = memo_now_ms();
+    long long now = mono_ms();
 
     if (now == 0 || pthread_mutex_lock(&policy_memo_mu) != 0)
         return;

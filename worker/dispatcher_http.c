@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "crypto.h"
 
 #define DETAIL_BODY_MAX 200     /* answer bytes kept for the log and the dead-letter reason */
@@ -39,13 +40,6 @@ struct dhttp {
     struct dxfer *xfers;        /* every transfer in flight */
     size_t busy;
 };
-
-static long long mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- curl callbacks ---------------------------------------------------------- */
 

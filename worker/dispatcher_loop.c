@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "bus.h"
+#include "clock.h"
 #include "dispatcher_http.h"
 #include "job.h"
 #include "log.h"
@@ -59,13 +60,6 @@ struct dispatcher {
     char broken_why[256];
     unsigned long delivered, retried, dead; /* totals, for the closing log line */
 };
-
-static long long mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static struct log_fields event_fields(const struct devent *ev)
 {

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "bus.h"
+#include "clock.h"
 #include "comet.h"
 #include "log.h"
 #include "metrics.h"
@@ -62,13 +63,6 @@ struct runner {
     int comet_probe_ms;     /* current probe interval (backs off) */
     struct comet_client *comet_probe; /* the consumer's own client, for that probe */
 };
-
-static long long mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- confirm bookkeeping -------------------------------------------------- */
 

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "bus.h"
+#include "clock.h"
 #include "config.h"
 #include "crypto.h"
 #include "job.h"
@@ -50,13 +51,6 @@ struct harness {
     struct result *results;     /* every result seen, in arrival order */
     size_t nresults;
 };
-
-static __attribute__((unused)) long long h_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static __attribute__((unused)) int h_free_port(void)
 {
@@ -401,9 +395,9 @@ static __attribute__((unused)) void h_pump(struct harness *h, int ms)
 /* Waits for the terminal result of job_id; NULL on timeout. */
 static __attribute__((unused)) const struct result *h_wait(struct harness *h, const char *job_id, int timeout_ms)
 {
-    long long end = h_now_ms() + timeout_ms;
+    long long end = mono_ms() + timeout_ms;
     const struct result *r;
-    while (!(r = h_find(h, job_id, true)) && h_now_ms() < end)
+    while (!(r = h_find(h, job_id, true)) && mono_ms() < end)
         h_pump(h, 100);
     return r;
 }

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "bus.h"
+#include "clock.h"
 #include "crypto.h"
 #include "job.h"
 
@@ -66,13 +67,6 @@ static char amqp_url[512];
 static pid_t disp_pid = -1;
 static struct bus *pub;
 static int skip_all;
-
-static long long mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void sleep_ms(int ms)
 {

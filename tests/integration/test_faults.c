@@ -196,8 +196,8 @@ static void test_faults_kill9_worker_mid_burst(void **state)
                                        "create", poison_ids[i]), 0);
         free(sig);
     }
-    long long until = h_now_ms() + 60000;
-    while (H.nresults < (size_t)n / 2 && h_now_ms() < until)
+    long long until = mono_ms() + 60000;
+    while (H.nresults < (size_t)n / 2 && mono_ms() < until)
         h_pump(&H, 50);
     kill(H.worker_pids[0], SIGKILL);
     int st;
@@ -247,10 +247,10 @@ static int replay_failed(int base, struct chain *c, int n, long long fault_end)
     if (replayed == 0)
         return 0;
     /* One deadline for the whole replay. */
-    long long until = h_now_ms() + 180000;
+    long long until = mono_ms() + 180000;
     for (int s = 0; s < n; s++)
         for (int j = 0; j < c[s].njobs; j++)
-            while (h_find(&H, c[s].ids[j], true)->status != RESULT_SUCCEEDED && h_now_ms() < until)
+            while (h_find(&H, c[s].ids[j], true)->status != RESULT_SUCCEEDED && mono_ms() < until)
                 h_pump(&H, 100);
     replay_phase = true;
     check_burst(base, c, n, fault_end, "after replaying the dead-lettered jobs");
@@ -275,8 +275,8 @@ static void test_faults_comet_failing_30_percent(void **state)
         char cfg[128];
         snprintf(cfg, sizeof(cfg), "{\"error_rate\":0.3,\"error_kind\":\"%s\"}", kinds[k % 4]);
         json_object_put(h_fake(&H, "/__fake/config", cfg));
-        long long until = h_now_ms() + 500;
-        while (h_now_ms() < until)
+        long long until = mono_ms() + 500;
+        while (mono_ms() < until)
             h_pump(&H, 100);
     }
     json_object_put(h_fake(&H, "/__fake/config", "{\"error_rate\":0}"));
@@ -323,9 +323,9 @@ static void wait_states(struct chain *c, int n, long long timeout_ms, long long 
 {
     struct err e;
     struct store *s = NULL;
-    long long end = h_now_ms() + timeout_ms;
+    long long end = mono_ms() + timeout_ms;
     int pending = 1;
-    while (pending && h_now_ms() < end) {
+    while (pending && mono_ms() < end) {
         if (!s)
             s = store_connect(&H.cfg, &e);
         pending = 0;

@@ -352,8 +352,8 @@ static void test_worker_transient_failure_is_retried(void **state)
     char id[UUID_STR_LEN];
     assert_int_equal(h_publish(&H, "{\"action\":\"suspend\",\"service_id\":109,"
                                    "\"account\":{\"username\":\"gina-109\",\"custom_username\":true}}", id), 0);
-    long long end = h_now_ms() + WAIT_MS;
-    while (h_count(&H, id, RESULT_RETRYING) == 0 && h_now_ms() < end)
+    long long end = mono_ms() + WAIT_MS;
+    while (h_count(&H, id, RESULT_RETRYING) == 0 && mono_ms() < end)
         h_pump(&H, 100);
     assert_true(h_count(&H, id, RESULT_RETRYING) >= 1);
     c = h_fake(&H, "/__fake/config", "{\"error_rate\":0}");
@@ -422,8 +422,8 @@ static void test_worker_duplicate_job_has_one_effect(void **state)
     char vault[128];
     snprintf(vault, sizeof(vault), "%s", a->storage_vault_id);
     assert_int_equal(h_publish(&H, spec, NULL), 0);
-    long long end = h_now_ms() + WAIT_MS;
-    while (h_count(&H, id, RESULT_SUCCEEDED) < 2 && h_now_ms() < end)
+    long long end = mono_ms() + WAIT_MS;
+    while (h_count(&H, id, RESULT_SUCCEEDED) < 2 && mono_ms() < end)
         h_pump(&H, 100);
     assert_int_equal(h_count(&H, id, RESULT_SUCCEEDED), 2);
     assert_string_equal(h_find(&H, id, true)->storage_vault_id, vault);
@@ -558,12 +558,12 @@ static void test_worker_comet_unreachable_pauses_consumer(void **state)
         if (i == FIRST) {
             /* Paused: the readiness probe says so. */
             snprintf(url, sizeof(url), "http://127.0.0.1:%d/readyz", H.metrics_port);
-            long long end = h_now_ms() + WAIT_MS;
+            long long end = mono_ms() + WAIT_MS;
             char *body = NULL;
             for (;;) {
                 free(body);
                 body = h_http_get(url, &status);
-                if (status == 503 || h_now_ms() > end)
+                if (status == 503 || mono_ms() > end)
                     break;
                 h_pump(&H, 100);
             }
