@@ -270,6 +270,17 @@ static int make_key(const struct store *s, char key[STORE_KEY_MAX], const char *
     return 0;
 }
 
+/* svc:<server>:<service_id> (the high-water mark) or, with lock, the
+ * service lock svc:<server>:<service_id>:lock. */
+static int svc_key(const struct store *s, char key[STORE_KEY_MAX], const char *server,
+                   long long service_id, bool lock, struct err *err)
+{
+    char sid[48];
+
+    snprintf(sid, sizeof(sid), lock ? "%lld:lock" : "%lld", service_id);
+    return make_key(s, key, "svc", server, sid, err);
+}
+
 /* ---- policy cache ------------------------------------------------------ */
 
 /* Every create asks whether its policy group exists, and policies almost
@@ -542,10 +553,9 @@ static const char raise_script[] =
 int store_service_seq_get(struct store *s, const char *server, long long service_id,
                           long long *seq, struct err *err)
 {
-    char key[STORE_KEY_MAX], sid[32];
-    snprintf(sid, sizeof(sid), "%lld", service_id);
+    char key[STORE_KEY_MAX];
     *seq = -1;
-    if (make_key(s, key, "svc", server, sid, err) != 0)
+    if (svc_key(s, key, server, service_id, false, err) != 0)
         return -1;
     redisReply *r = store_command(s, err, "GET %s", key);
     if (r == NULL)
@@ -563,9 +573,8 @@ int store_service_seq_get(struct store *s, const char *server, long long service
 int store_service_seq_raise(struct store *s, const char *server, long long service_id,
                             long long seq, int retention_seconds, struct err *err)
 {
-    char key[STORE_KEY_MAX], sid[32];
-    snprintf(sid, sizeof(sid), "%lld", service_id);
-    if (make_key(s, key, "svc", server, sid, err) != 0)
+    char key[STORE_KEY_MAX];
+    if (svc_key(s, key, server, service_id, false, err) != 0)
         return -1;
     redisReply *r = store_command(s, err, "EVAL %s 1 %s %lld %d", raise_script, key, seq,
                                   retention_seconds > 0 ? retention_seconds : 604800);
@@ -594,34 +603,48 @@ static const char svc_lock_script[] =
 static const char svc_unlock_script[] =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
 
+/* The service lock's commands, queued (see svc_lock_script, svc_unlock_script). */
+static int append_lock(struct store *s, const char *lock_key, const char *job_id, int ttl_ms,
+                       struct err *err)
+{
+    char jobs[STORE_KEY_MAX];
+
+    if (make_key(s, jobs, "job", "", NULL, err) != 0)
+        return -1;
+    return pipeline_append(s, err, "EVAL %s 1 %s %s %d %s", svc_lock_script, lock_key, job_id,
+                           ttl_ms, jobs);
+}
+
+static int append_unlock(struct store *s, const char *lock_key, const char *job_id, struct err *err)
+{
+    return pipeline_append(s, err, "EVAL %s 1 %s %s", svc_unlock_script, lock_key, job_id);
+}
+
 int store_service_lock(struct store *s, const char *server, long long service_id,
                        const char *job_id, int ttl_ms, bool *acquired, struct err *err)
 {
-    char key[STORE_KEY_MAX], sid[48], jobs[STORE_KEY_MAX];
-    snprintf(sid, sizeof(sid), "%lld:lock", service_id);
+    char key[STORE_KEY_MAX];
+    redisReply *r[1] = { NULL };
+
     *acquired = false;
-    if (make_key(s, key, "svc", server, sid, err) != 0 || make_key(s, jobs, "job", "", NULL, err) != 0)
+    if (svc_key(s, key, server, service_id, true, err) != 0 || store_ensure(s, err) != 0 ||
+        append_lock(s, key, job_id, ttl_ms, err) != 0 || pipeline_collect(s, 1, r, err) != 0)
         return -1;
-    redisReply *r = store_command(s, err, "EVAL %s 1 %s %s %d %s", svc_lock_script, key, job_id,
-                                  ttl_ms, jobs);
-    if (r == NULL)
-        return -1;
-    *acquired = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
-    freeReplyObject(r);
+    *acquired = r[0]->type == REDIS_REPLY_INTEGER && r[0]->integer == 1;
+    pipeline_free(1, r);
     return 0;
 }
 
 int store_service_unlock(struct store *s, const char *server, long long service_id,
                          const char *job_id, struct err *err)
 {
-    char key[STORE_KEY_MAX], sid[48];
-    snprintf(sid, sizeof(sid), "%lld:lock", service_id);
-    if (make_key(s, key, "svc", server, sid, err) != 0)
+    char key[STORE_KEY_MAX];
+    redisReply *r[1] = { NULL };
+
+    if (svc_key(s, key, server, service_id, true, err) != 0 || store_ensure(s, err) != 0 ||
+        append_unlock(s, key, job_id, err) != 0 || pipeline_collect(s, 1, r, err) != 0)
         return -1;
-    redisReply *r = store_command(s, err, "EVAL %s 1 %s %s", svc_unlock_script, key, job_id);
-    if (r == NULL)
-        return -1;
-    freeReplyObject(r);
+    pipeline_free(1, r);
     return 0;
 }
 
@@ -633,7 +656,7 @@ int store_gate_read(struct store *s, const char *job_id, const char *server, lon
 {
     /* One key buffer, reused: each command is formatted into the output
      * buffer as it is queued (this runs on 128 small thread stacks). */
-    char key[STORE_KEY_MAX], jobs[STORE_KEY_MAX], sid[48];
+    char key[STORE_KEY_MAX];
     redisReply *r[5] = { NULL, NULL, NULL, NULL, NULL };
     size_t n = 1, seq_at = 0, after_at = 0, lock_at = 0, steps_at = 0;
     int rc = 0;
@@ -646,7 +669,6 @@ int store_gate_read(struct store *s, const char *job_id, const char *server, lon
     v->locked = false;
     v->steps_read = false;
     if (make_key(s, key, "job", job_id, NULL, err) != 0 ||
-        (lock_ttl_ms > 0 && make_key(s, jobs, "job", "", NULL, err) != 0) ||
         store_ensure(s, err) != 0)
         return -1;
     /* Everything the verdict may need, in one round trip; the result is
@@ -655,8 +677,7 @@ int store_gate_read(struct store *s, const char *job_id, const char *server, lon
         return -1;
     if (want_seq) {
         seq_at = n++;
-        snprintf(sid, sizeof(sid), "%lld", service_id);
-        if (make_key(s, key, "svc", server, sid, err) != 0 ||
+        if (svc_key(s, key, server, service_id, false, err) != 0 ||
             pipeline_append(s, err, "GET %s", key) != 0)
             goto unsent;
     }
@@ -669,10 +690,8 @@ int store_gate_read(struct store *s, const char *job_id, const char *server, lon
     if (lock_ttl_ms > 0) {
         /* The service lock as store_service_lock takes it, last. */
         lock_at = n++;
-        snprintf(sid, sizeof(sid), "%lld:lock", service_id);
-        if (make_key(s, key, "svc", server, sid, err) != 0 ||
-            pipeline_append(s, err, "EVAL %s 1 %s %s %d %s", svc_lock_script, key, job_id,
-                            lock_ttl_ms, jobs) != 0)
+        if (svc_key(s, key, server, service_id, true, err) != 0 ||
+            append_lock(s, key, job_id, lock_ttl_ms, err) != 0)
             goto unsent;
         /* Behind the lock: when it was taken, nobody else writes these. */
         if (v->steps != NULL) {
@@ -730,17 +749,15 @@ int store_job_finish(struct store *s, const char *job_id, const char *state, con
                      int retention_seconds, const char *server, long long service_id,
                      long long seq, bool broken, bool unlock, struct err *err)
 {
-    char jkey[STORE_KEY_MAX], skey[STORE_KEY_MAX], lkey[STORE_KEY_MAX], sid[48];
+    char jkey[STORE_KEY_MAX], skey[STORE_KEY_MAX], lkey[STORE_KEY_MAX];
     const char *fields[3], *values[3];
     redisReply *r[4] = { NULL, NULL, NULL, NULL };
     size_t nf = 0, n = 1;
 
-    snprintf(sid, sizeof(sid), "%lld", service_id);
     if (make_key(s, jkey, "job", job_id, NULL, err) != 0 ||
-        (seq > 0 && make_key(s, skey, "svc", server, sid, err) != 0))
-        return -1;
-    snprintf(sid, sizeof(sid), "%lld:lock", service_id);
-    if ((unlock && make_key(s, lkey, "svc", server, sid, err) != 0) || store_ensure(s, err) != 0)
+        (seq > 0 && svc_key(s, skey, server, service_id, false, err) != 0) ||
+        (unlock && svc_key(s, lkey, server, service_id, true, err) != 0) ||
+        store_ensure(s, err) != 0)
         return -1;
     /* One HSET: a reader that sees the terminal state also finds the result. */
     if (result_json != NULL) {
@@ -767,7 +784,7 @@ int store_job_finish(struct store *s, const char *job_id, const char *state, con
     /* The service lock goes last: whoever takes it next sees this record. */
     if (unlock) {
         n++;
-        if (pipeline_append(s, err, "EVAL %s 1 %s %s", svc_unlock_script, lkey, job_id) != 0)
+        if (append_unlock(s, lkey, job_id, err) != 0)
             return -1;
     }
     if (pipeline_collect(s, n, r, err) != 0)
