@@ -59,6 +59,7 @@ struct cfg_key {
 static int check_amqp_url(const char *s, char *why, size_t whylen);
 static int check_http_url_or_empty(const char *s, char *why, size_t whylen);
 static int check_not_empty(const char *s, char *why, size_t whylen);
+static int check_retry_tiers(const char *s, char *why, size_t whylen);
 
 #define FIELD(f) offsetof(struct config, f), sizeof(((struct config *)0)->f)
 
@@ -108,7 +109,7 @@ static const struct cfg_key cfg_keys[] = {
          "how long per-job state is kept in Redis"),
     KINT("retry.max_attempts", retry_max_attempts, 8, 1, 100,
          "attempts for a transiently failing job before it is dead-lettered"),
-    KSTR("retry.tiers_ms", retry_tiers_ms, "1000,5000,30000,120000,600000,1800000", NULL,
+    KSTR("retry.tiers_ms", retry_tiers_ms, CONFIG_DEFAULT_RETRY_TIERS, check_retry_tiers,
          "retry delay queues in ms, ascending (comet.retry.<ms>ms each); backoff walks them"),
 
     KINT("comet.connect_timeout_ms", comet_connect_timeout_ms, 10000, 100, 600000,
@@ -290,6 +291,45 @@ static int check_http_url_or_empty(const char *s, char *why, size_t whylen)
     if (s[0] == '\0')
         return 0;
     return url_check_http(s, why, whylen);
+}
+
+/* "1000,5000,...": ascending positive ms, at most a day each, at most
+ * CONFIG_MAX_RETRY_TIERS of them; "" is the default. */
+static int parse_tiers(const char *spec, int tiers[CONFIG_MAX_RETRY_TIERS])
+{
+    const char *p = spec[0] ? spec : CONFIG_DEFAULT_RETRY_TIERS;
+    int n = 0;
+
+    while (*p) {
+        char *end = NULL;
+        long v = strtol(p, &end, 10);
+        if (n == CONFIG_MAX_RETRY_TIERS || end == p || v <= 0 || v > 24L * 3600 * 1000 ||
+            (n > 0 && v <= tiers[n - 1]))
+            return -1; /* ascending, so the backoff grows */
+        tiers[n++] = (int)v;
+        p = end;
+        if (*p == ',')
+            p++;
+        else if (*p)
+            return -1;
+    }
+    return n > 0 ? n : -1;
+}
+
+int config_retry_tiers(const struct config *cfg, int tiers[CONFIG_MAX_RETRY_TIERS])
+{
+    return parse_tiers(cfg->retry_tiers_ms, tiers);
+}
+
+static int check_retry_tiers(const char *s, char *why, size_t whylen)
+{
+    int tiers[CONFIG_MAX_RETRY_TIERS];
+
+    if (parse_tiers(s, tiers) > 0)
+        return 0;
+    snprintf(why, whylen, "must be ascending milliseconds (1 to 86400000) separated by commas, "
+             "at most %d, e.g. 1000,5000,30000", CONFIG_MAX_RETRY_TIERS);
+    return -1;
 }
 
 static int check_not_empty(const char *s, char *why, size_t whylen)

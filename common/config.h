@@ -88,4 +88,11 @@ void config_describe(FILE *out);
 /* Wipes secrets. */
 void config_clear(struct config *cfg);
 
+/* retry.tiers_ms: ascending delays in ms, at most this many. */
+#define CONFIG_MAX_RETRY_TIERS 16
+#define CONFIG_DEFAULT_RETRY_TIERS "1000,5000,30000,120000,600000,1800000"
+/* The retry tiers of cfg (empty = the default) into tiers; their number,
+ * or -1 when the value is malformed (config_load refuses those). */
+int config_retry_tiers(const struct config *cfg, int tiers[CONFIG_MAX_RETRY_TIERS]);
+
 #endif

@@ -22,7 +22,6 @@
 #include "process.h"
 
 #define LINE_MAX_BYTES (1 << 20)
-#define MAX_TIERS 16
 /* Deliveries whose result is published but not yet confirmed: at least
  * the largest prefetch the bench uses, so the FIFO never fills. */
 #define ECHO_WINDOW 4096
@@ -245,8 +244,8 @@ static json_object *handoff_spec(const char *url, long long sid)
 static int run_handoff(const struct opts *o, const struct config *cfg)
 {
     struct err e;
-    int tiers[MAX_TIERS];
-    int ntiers = process_retry_tiers(cfg, tiers, MAX_TIERS);
+    int tiers[CONFIG_MAX_RETRY_TIERS];
+    int ntiers = config_retry_tiers(cfg, tiers);
     if (!o->url || o->n <= 0 || ntiers < 0) {
         fprintf(stderr, "comet-bench: handoff needs --url, --n and valid retry tiers\n");
         return 2;
@@ -629,8 +628,8 @@ static int run_consumers(const struct opts *o, const struct config *cfg)
 static int run_purge(const struct config *cfg)
 {
     struct err e;
-    int tiers[MAX_TIERS];
-    int ntiers = process_retry_tiers(cfg, tiers, MAX_TIERS);
+    int tiers[CONFIG_MAX_RETRY_TIERS];
+    int ntiers = config_retry_tiers(cfg, tiers);
     struct bus *b = ntiers >= 0 ? bus_connect(cfg->amqp_url, 0, &e) : NULL;
     if (!b || bus_declare_topology(b, tiers, ntiers, &e) != 0) {
         fprintf(stderr, "comet-bench: %s\n", ntiers < 0 ? "bad retry tiers" : e.msg);

@@ -17,7 +17,6 @@
 #define WAIT_SLICE_MS 200        /* bound on how late a stop, retry or heartbeat is noticed */
 #define BACKOFF_MIN_MS 200       /* broker reconnect backoff, as the worker's runner */
 #define BACKOFF_MAX_MS 10000
-#define MAX_TIERS 16
 #define DEAD_CODE_PREFIX "callback_http_"
 
 /* Where an event stands. Every state but FREE holds an unacked delivery. */
@@ -51,7 +50,7 @@ struct dispatcher {
     struct dhttp *http;
     struct devent *events;  /* prefetch bounds the unacked deliveries: one slot each */
     size_t nevents;
-    int tiers[MAX_TIERS];
+    int tiers[CONFIG_MAX_RETRY_TIERS];
     int ntiers;
     int backoff_ms;         /* broker reconnect */
     long long next_connect_ms;
@@ -413,33 +412,14 @@ static void step(struct dispatcher *dp, long wait_ms)
         disconnect(dp, dp->broken_why);
 }
 
-static int parse_tiers(const struct config *cfg, int *tiers, int max)
-{
-    /* The dispatcher declares the whole topology too, so it can start first. */
-    int n = 0;
-    const char *p = cfg->retry_tiers_ms;
-    while (*p && n < max) {
-        char *end = NULL;
-        long v = strtol(p, &end, 10);
-        if (end == p || v <= 0 || v > 86400000L || (n > 0 && v <= tiers[n - 1]))
-            return -1;
-        tiers[n++] = (int)v;
-        p = end;
-        if (*p == ',')
-            p++;
-        else if (*p)
-            return -1;
-    }
-    return n;
-}
-
 int dispatcher_run(const struct config *cfg, volatile sig_atomic_t *stop)
 {
     struct dispatcher dp;
     memset(&dp, 0, sizeof(dp));
     dp.cfg = cfg;
     dp.backoff_ms = BACKOFF_MIN_MS;
-    dp.ntiers = parse_tiers(cfg, dp.tiers, MAX_TIERS);
+    /* The dispatcher declares the whole topology too, so it can start first. */
+    dp.ntiers = config_retry_tiers(cfg, dp.tiers);
     if (dp.ntiers <= 0) {
         log_error("retry.tiers_ms must be ascending positive milliseconds, e.g. 1000,5000,30000");
         return 1;

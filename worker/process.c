@@ -12,8 +12,6 @@
 #include "log.h"
 #include "metrics.h"
 
-#define DEFAULT_TIERS "1000,5000,30000,120000,600000,1800000"
-#define MAX_TIERS 16
 #define PASSWORD_MAX 512
 
 int process_ctx_init(struct process_ctx *ctx, const struct config *cfg)
@@ -39,28 +37,6 @@ void outcome_clear(struct outcome *out)
     for (size_t i = 0; i < out->nmsgs; i++)
         bus_msg_clear(&out->msgs[i]);
     out->nmsgs = 0;
-}
-
-int process_retry_tiers(const struct config *cfg, int *tiers, int max)
-{
-    const char *spec = cfg->retry_tiers_ms[0] ? cfg->retry_tiers_ms : DEFAULT_TIERS;
-    int n = 0;
-    const char *p = spec;
-    while (*p && n < max) {
-        char *end = NULL;
-        long v = strtol(p, &end, 10);
-        if (end == p || v <= 0 || v > 24L * 3600 * 1000)
-            return -1;
-        if (n > 0 && v <= tiers[n - 1])
-            return -1; /* ascending, so the backoff grows */
-        tiers[n++] = (int)v;
-        p = end;
-        if (*p == ',')
-            p++;
-        else if (*p)
-            return -1;
-    }
-    return n;
 }
 
 /* Exponential backoff over the tiers with jitter: attempt k waits about
@@ -283,8 +259,8 @@ void process_delivery(struct process_ctx *ctx, const struct bus_delivery *d, str
     struct result r;
     struct gate g;
     char password[PASSWORD_MAX];
-    int tiers[MAX_TIERS];
-    int ntiers = process_retry_tiers(cfg, tiers, MAX_TIERS);
+    int tiers[CONFIG_MAX_RETRY_TIERS];
+    int ntiers = config_retry_tiers(cfg, tiers);
 
     /* Not memset: an outcome is ~18 KiB of mostly unused message slots,
      * recycled across jobs; bus_msg_init sets up the ones used. */

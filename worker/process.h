@@ -50,7 +50,5 @@ void process_ctx_clear(struct process_ctx *ctx);
 void process_delivery(struct process_ctx *ctx, const struct bus_delivery *d, struct outcome *out);
 void outcome_clear(struct outcome *out);
 
-/* Retry delay tiers in ms, ascending, from cfg (retry.tiers_ms). */
-int process_retry_tiers(const struct config *cfg, int *tiers, int max);
 
 #endif

@@ -21,7 +21,6 @@
 #define STORE_CHECK_MS 1000      /* while paused for Redis, probe it this often */
 #define COMET_PROBE_MIN_MS 1000  /* while paused for Comet, probe it this often ... */
 #define COMET_PROBE_MAX_MS 10000 /* ... backing off to this */
-#define MAX_TIERS 16
 /* Broker events settled per round before its writes go out (bounded so
  * finished jobs are published promptly under a flood of deliveries). */
 #define ROUND_EVENTS_MAX 64
@@ -50,7 +49,7 @@ struct runner {
     size_t npendings, cap_pendings;
     struct inflight_pub *pubs;
     size_t npubs, cap_pubs;
-    int tiers[MAX_TIERS];
+    int tiers[CONFIG_MAX_RETRY_TIERS];
     int ntiers;
     int backoff_ms;
     long long next_connect_ms;
@@ -382,7 +381,7 @@ int runner_run(const struct config *cfg, volatile sig_atomic_t *stop, struct run
     r.cfg = cfg;
     r.st = st;
     r.backoff_ms = BACKOFF_MIN_MS;
-    r.ntiers = process_retry_tiers(cfg, r.tiers, MAX_TIERS);
+    r.ntiers = config_retry_tiers(cfg, r.tiers);
     if (r.ntiers <= 0) {
         log_error("retry.tiers_ms must be ascending positive milliseconds, e.g. 1000,5000,30000");
         return 1;

@@ -291,6 +291,34 @@ static void test_config_bad_urls_rejected(void **state)
     assert_non_null(strstr(t->err.msg, "servers[0] url"));
 }
 
+/* retry.tiers_ms is checked at load, not when the worker first needs it:
+ * descending, zero, junk or more than CONFIG_MAX_RETRY_TIERS tiers are
+ * refused with the key named; a good value parses in order. */
+static void test_config_retry_tiers_checked(void **state)
+{
+    struct tctx *t = *state;
+    static const char *const bad[] = {
+        "5000,1000", "0,1000", "1000,,5000", "1000;5000", "abc", "90000000",
+        "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        setenv("COMET_RETRY_TIERS_MS", bad[i], 1);
+        if (config_load(&t->cfg, NULL, &t->err) != -1)
+            fail_msg("retry.tiers_ms '%s' accepted", bad[i]);
+        assert_non_null(strstr(t->err.msg, "retry.tiers_ms"));
+    }
+    setenv("COMET_RETRY_TIERS_MS", "200,400,800", 1);
+    assert_int_equal(config_load(&t->cfg, NULL, &t->err), 0);
+    unsetenv("COMET_RETRY_TIERS_MS");
+    int tiers[CONFIG_MAX_RETRY_TIERS];
+    assert_int_equal(config_retry_tiers(&t->cfg, tiers), 3);
+    assert_int_equal(tiers[0], 200);
+    assert_int_equal(tiers[2], 800);
+    t->cfg.retry_tiers_ms[0] = '\0'; /* empty: the default six */
+    assert_int_equal(config_retry_tiers(&t->cfg, tiers), 6);
+    assert_int_equal(tiers[5], 1800000);
+}
+
 static void test_config_servers_and_find_normalised(void **state)
 {
     struct tctx *t = *state;
@@ -560,6 +588,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_config_parse_error_names_line, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_missing_file_is_clear, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_bad_urls_rejected, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_config_retry_tiers_checked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_servers_and_find_normalised, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_duplicate_server_rejected, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_env_server_defines_and_merges, setup, teardown),
