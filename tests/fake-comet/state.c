@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "handlers.h"
+#include "jsonobj.h"
 
 /* Marks PasswordHash as not a real hash; 0 would mean plaintext. */
 #define STATE_PASSWORD_FORMAT 1
@@ -82,23 +83,11 @@ double state_random_unit(void)
 
 /* ---- small json helpers ---- */
 
-/* Sets key to val in obj; frees val and returns -1 when that fails. */
-static int state_put(json_object *obj, const char *key, json_object *val)
-{
-    if (val == NULL)
-        return -1;
-    if (json_object_object_add(obj, key, val) != 0) {
-        json_object_put(val);
-        return -1;
-    }
-    return 0;
-}
-
 static int state_put_new_hash(json_object *rec, const char *key)
 {
     char hash[STATE_HASH_LEN];
     state_random_hex(hash, (STATE_HASH_LEN - 1) / 2);
-    return state_put(rec, key, json_object_new_string(hash));
+    return jsonobj_put(rec, key, json_object_new_string(hash));
 }
 
 static const char *state_get_string(json_object *obj, const char *key)
@@ -196,7 +185,7 @@ static int state_user_sync_recovery(json_object *rec)
 {
     json_object *profile = state_user_profile(rec);
     bool held = profile != NULL && state_get_string(profile, "PasswordRecovery")[0] != '\0';
-    return state_put(rec, "has_recovery_code", json_object_new_boolean(held));
+    return jsonobj_put(rec, "has_recovery_code", json_object_new_boolean(held));
 }
 
 static int state_put_password_hash(json_object *profile)
@@ -205,7 +194,7 @@ static int state_put_password_hash(json_object *profile)
     char buf[STATE_HASH_LEN + 8];
     state_random_hex(hex, (STATE_HASH_LEN - 1) / 2);
     snprintf(buf, sizeof(buf), "fake$%s", hex);
-    return state_put(profile, "PasswordHash", json_object_new_string(buf));
+    return jsonobj_put(profile, "PasswordHash", json_object_new_string(buf));
 }
 
 static int state_put_recovery(json_object *profile, bool store)
@@ -213,7 +202,7 @@ static int state_put_recovery(json_object *profile, bool store)
     char code[2 * STATE_RECOVERY_BYTES + 1] = "";
     if (store)
         state_random_hex(code, STATE_RECOVERY_BYTES);
-    return state_put(profile, "PasswordRecovery", json_object_new_string(code));
+    return jsonobj_put(profile, "PasswordRecovery", json_object_new_string(code));
 }
 
 /* A new UserProfileConfig with the fields a real server fills in. */
@@ -225,28 +214,28 @@ static json_object *state_profile_new(const char *name, bool store_recovery,
     if (p == NULL)
         return NULL;
     state_random_guid(guid);
-    if (state_put(p, "Username", json_object_new_string(name)) != 0 ||
-        state_put(p, "AccountName", json_object_new_string("")) != 0 ||
-        state_put(p, "OrganizationID", json_object_new_string(organization)) != 0 ||
-        state_put(p, "Emails", json_object_new_array()) != 0 ||
-        state_put(p, "Destinations", json_object_new_object()) != 0 ||
-        state_put(p, "Sources", json_object_new_object()) != 0 ||
-        state_put(p, "BackupRules", json_object_new_object()) != 0 ||
-        state_put(p, "Devices", json_object_new_object()) != 0 ||
-        state_put(p, "IsSuspended", json_object_new_boolean(0)) != 0 ||
-        state_put(p, "LastSuspended", json_object_new_int64(0)) != 0 ||
-        state_put(p, "AllProtectedItemsQuotaEnabled", json_object_new_boolean(0)) != 0 ||
-        state_put(p, "AllProtectedItemsQuotaBytes", json_object_new_int64(0)) != 0 ||
-        state_put(p, "MaximumDevices", json_object_new_int64(0)) != 0 ||
-        state_put(p, "PolicyID", json_object_new_string("")) != 0 ||
-        state_put(p, "Policy", json_object_new_object()) != 0 ||
-        state_put(p, "PasswordFormat", json_object_new_int(STATE_PASSWORD_FORMAT)) != 0 ||
+    if (jsonobj_put(p, "Username", json_object_new_string(name)) != 0 ||
+        jsonobj_put(p, "AccountName", json_object_new_string("")) != 0 ||
+        jsonobj_put(p, "OrganizationID", json_object_new_string(organization)) != 0 ||
+        jsonobj_put(p, "Emails", json_object_new_array()) != 0 ||
+        jsonobj_put(p, "Destinations", json_object_new_object()) != 0 ||
+        jsonobj_put(p, "Sources", json_object_new_object()) != 0 ||
+        jsonobj_put(p, "BackupRules", json_object_new_object()) != 0 ||
+        jsonobj_put(p, "Devices", json_object_new_object()) != 0 ||
+        jsonobj_put(p, "IsSuspended", json_object_new_boolean(0)) != 0 ||
+        jsonobj_put(p, "LastSuspended", json_object_new_int64(0)) != 0 ||
+        jsonobj_put(p, "AllProtectedItemsQuotaEnabled", json_object_new_boolean(0)) != 0 ||
+        jsonobj_put(p, "AllProtectedItemsQuotaBytes", json_object_new_int64(0)) != 0 ||
+        jsonobj_put(p, "MaximumDevices", json_object_new_int64(0)) != 0 ||
+        jsonobj_put(p, "PolicyID", json_object_new_string("")) != 0 ||
+        jsonobj_put(p, "Policy", json_object_new_object()) != 0 ||
+        jsonobj_put(p, "PasswordFormat", json_object_new_int(STATE_PASSWORD_FORMAT)) != 0 ||
         state_put_password_hash(p) != 0 ||
         state_put_recovery(p, store_recovery) != 0 ||
-        state_put(p, "RequirePasswordChange", json_object_new_boolean(require_change)) != 0 ||
-        state_put(p, "CreateTime", json_object_new_int64((int64_t)time(NULL))) != 0 ||
-        state_put(p, "CreationGUID", json_object_new_string(guid)) != 0 ||
-        state_put(p, "SupportsDeviceAssociations", json_object_new_boolean(1)) != 0) {
+        jsonobj_put(p, "RequirePasswordChange", json_object_new_boolean(require_change)) != 0 ||
+        jsonobj_put(p, "CreateTime", json_object_new_int64((int64_t)time(NULL))) != 0 ||
+        jsonobj_put(p, "CreationGUID", json_object_new_string(guid)) != 0 ||
+        jsonobj_put(p, "SupportsDeviceAssociations", json_object_new_boolean(1)) != 0) {
         json_object_put(p);
         return NULL;
     }
@@ -259,12 +248,12 @@ int state_user_add(const char *name, const char *password, bool store_recovery,
     json_object *rec = json_object_new_object();
     if (rec == NULL)
         return -1;
-    if (state_put(rec, "profile",
+    if (jsonobj_put(rec, "profile",
                   state_profile_new(name, store_recovery, require_change, organization)) != 0 ||
         state_put_new_hash(rec, "profile_hash") != 0 ||
-        state_put(rec, "password", json_object_new_string(password)) != 0 ||
+        jsonobj_put(rec, "password", json_object_new_string(password)) != 0 ||
         state_user_sync_recovery(rec) != 0 ||
-        state_put(state.users, name, rec) != 0) {
+        jsonobj_put(state.users, name, rec) != 0) {
         json_object_put(rec);
         return -1;
     }
@@ -278,7 +267,7 @@ void state_user_delete(const char *name)
 
 int state_user_set_profile(json_object *rec, json_object *profile)
 {
-    if (state_put(rec, "profile", profile) != 0)
+    if (jsonobj_put(rec, "profile", profile) != 0)
         return -1;
     if (state_user_sync_recovery(rec) != 0)
         return -1;
@@ -295,7 +284,7 @@ int state_user_touch(json_object *rec)
 int state_user_set_password(json_object *rec, const char *password)
 {
     json_object *profile = state_user_profile(rec);
-    if (profile == NULL || state_put(rec, "password", json_object_new_string(password)) != 0)
+    if (profile == NULL || jsonobj_put(rec, "password", json_object_new_string(password)) != 0)
         return -1;
     if (state_put_password_hash(profile) != 0)
         return -1;
@@ -323,8 +312,8 @@ int state_policy_set(const char *id, json_object *policy)
         json_object_put(policy);
         return -1;
     }
-    if (state_put(rec, "policy", policy) != 0 || state_put_new_hash(rec, "hash") != 0 ||
-        state_put(state.policies, id, rec) != 0) {
+    if (jsonobj_put(rec, "policy", policy) != 0 || state_put_new_hash(rec, "hash") != 0 ||
+        jsonobj_put(state.policies, id, rec) != 0) {
         json_object_put(rec);
         return -1;
     }
@@ -350,21 +339,21 @@ json_object *state_snapshot(void)
     for (size_t i = 0; i < handlers_count(); i++) {
         if (state.calls[i] == 0)
             continue;
-        if (state_put(calls, handlers_name((int)i),
+        if (jsonobj_put(calls, handlers_name((int)i),
                       json_object_new_int64((int64_t)state.calls[i])) != 0)
             goto fail;
     }
     /* The snapshot shares the live maps (refcounts); the caller serialises
      * it before dropping the lock. */
-    if (state_put(snap, "users", json_object_get(state.users)) != 0 ||
-        state_put(snap, "policies", json_object_get(state.policies)) != 0)
+    if (jsonobj_put(snap, "users", json_object_get(state.users)) != 0 ||
+        jsonobj_put(snap, "policies", json_object_get(state.policies)) != 0)
         goto fail;
     json_object *tmp = calls;
     calls = NULL; /* state_put owns it now, even on failure */
-    if (state_put(snap, "calls", tmp) != 0 ||
-        state_put(snap, "faults", json_object_new_int64((int64_t)state.faults)) != 0 ||
-        state_put(snap, "user_count", json_object_new_int(json_object_object_length(state.users))) != 0 ||
-        state_put(snap, "policy_count",
+    if (jsonobj_put(snap, "calls", tmp) != 0 ||
+        jsonobj_put(snap, "faults", json_object_new_int64((int64_t)state.faults)) != 0 ||
+        jsonobj_put(snap, "user_count", json_object_new_int(json_object_object_length(state.users))) != 0 ||
+        jsonobj_put(snap, "policy_count",
                   json_object_new_int(json_object_object_length(state.policies))) != 0)
         goto fail;
     return snap;
