@@ -21,6 +21,19 @@ static void on_stop(int sig)
         *stop_flag = 1; /* the loop notices within one wait slice */
 }
 
+int daemon_catch_stop(volatile sig_atomic_t *stop)
+{
+    struct sigaction sa;
+
+    stop_flag = stop;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_stop;
+    if (sigemptyset(&sa.sa_mask) != 0 || sigaction(SIGTERM, &sa, NULL) != 0 ||
+        sigaction(SIGINT, &sa, NULL) != 0)
+        return -1;
+    return 0;
+}
+
 static void usage(const struct daemon_spec *spec, FILE *out)
 {
     fprintf(out,
@@ -81,13 +94,12 @@ int daemon_start(const struct daemon_spec *spec, int argc, char **argv, struct c
         config_clear(cfg);
         return 1;
     }
-    stop_flag = stop;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_stop;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    if (daemon_catch_stop(stop) != 0 || signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
+        log_error("cannot install signal handlers");
+        curl_global_cleanup();
+        config_clear(cfg);
+        return 1;
+    }
     /* Backoff jitter must differ between processes started together. */
     srand((unsigned)time(NULL) ^ (unsigned)getpid());
     return DAEMON_RUN;

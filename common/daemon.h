@@ -22,6 +22,9 @@ struct daemon_spec {
  * --check-config, 1 on a bad config, 2 on bad usage) with nothing to clean. */
 int daemon_start(const struct daemon_spec *spec, int argc, char **argv, struct config *cfg,
                  volatile sig_atomic_t *stop);
+/* Sets *stop when SIGTERM or SIGINT arrives (for the daemons and the tools'
+ * loops); 0, or -1 when a handler cannot be installed. */
+int daemon_catch_stop(volatile sig_atomic_t *stop);
 /* Undoes daemon_start after a run: libcurl, and the config's secrets. */
 void daemon_finish(struct config *cfg);
 

@@ -15,6 +15,7 @@
 #include "bus.h"
 #include "comet.h"
 #include "config.h"
+#include "daemon.h"
 #include "crypto.h"
 #include "job.h"
 #include "jobmsg.h"
@@ -36,12 +37,6 @@
     "\"ShouldRestrictEngineTypeList\":false}}"
 
 static volatile sig_atomic_t stop_requested;
-
-static void on_stop(int sig)
-{
-    (void)sig;
-    stop_requested = 1;
-}
 
 static double mono_s(void)
 {
@@ -678,12 +673,12 @@ int main(int argc, char **argv)
         curl_global_cleanup();
         return 2;
     }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_stop;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    if (daemon_catch_stop(&stop_requested) != 0 || signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
+        fprintf(stderr, "comet-bench: cannot install signal handlers\n");
+        config_clear(&cfg);
+        curl_global_cleanup();
+        return 2;
+    }
 
     int rc;
     if (strcmp(o.mode, "handoff") == 0)

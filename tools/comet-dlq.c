@@ -12,6 +12,7 @@
 
 #include "bus.h"
 #include "config.h"
+#include "daemon.h"
 #include "job.h"
 #include "log.h"
 #include "store.h"
@@ -40,13 +41,9 @@ enum dlq_cmd { CMD_NONE = 0, CMD_LIST, CMD_SHOW, CMD_REPLAY, CMD_PURGE, CMD_EXPO
 #define REQUEUE_POLL_US 20000
 #define BUS_H_REPLAYED_AT "x-comet-replayed-at" /* set on every replayed copy */
 
+/* Set by SIGINT/SIGTERM: the scan stops after the current message; the
+ * rest is requeued. */
 static volatile sig_atomic_t interrupted;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    interrupted = 1; /* the scan stops after the current message; the rest is requeued */
-}
 
 /* ---- options ---------------------------------------------------------------- */
 
@@ -878,12 +875,10 @@ int main(int argc, char **argv)
     int rc = DLQ_EXIT_USAGE;
     bool json_open = false;
 
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    if (daemon_catch_stop(&interrupted) != 0) {
+        fprintf(stderr, "comet-dlq: cannot install signal handlers\n");
+        goto out;
+    }
 
     if (config_load(&cfg, o.config, &e) != 0) {
         fprintf(stderr, "comet-dlq: %s\n", e.msg);
