@@ -264,17 +264,16 @@ void process_delivery(struct process_ctx *ctx, const struct bus_delivery *d, str
 
     /* Not memset: an outcome is ~18 KiB of mostly unused message slots,
      * recycled across jobs; bus_msg_init sets up the ones used. */
-    out->tag = 0;
+    out->tag = d->tag;
     out->generation = 0;
+    out->disposition = OUTCOME_ACK;
     out->nmsgs = 0;
-    out->action = (enum job_action)0; /* the zero values a memset gave */
+    out->action = ACTION__COUNT; /* every ending sets it */
     out->status = RESULT_SUCCEEDED;
     out->error = ERR_OK;
     out->duration_ms = 0;
     out->store_down = false;
     memset(&g, 0, sizeof(g));
-    out->tag = d->tag;
-    out->disposition = OUTCOME_ACK;
     job_init(&job);
     job.action = ACTION__COUNT;
     err_clear(&e);
