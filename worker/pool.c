@@ -339,6 +339,13 @@ size_t pool_busy(struct pool *p)
     return n;
 }
 
+void pool_store_reset(struct pool *p)
+{
+    pthread_mutex_lock(&p->done_mu);
+    p->store_down = false;
+    pthread_mutex_unlock(&p->done_mu);
+}
+
 bool pool_store_down(struct pool *p)
 {
     pthread_mutex_lock(&p->done_mu);

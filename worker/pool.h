@@ -33,5 +33,9 @@ size_t pool_take_pending(struct pool *p, uint64_t *tags, unsigned *gens, size_t 
 size_t pool_busy(struct pool *p);
 /* True once any thread saw Redis fail and no later job found it back. */
 bool pool_store_down(struct pool *p);
+/* Forgets the last outcome's Redis failure, once Redis answers again: the
+ * flag is otherwise only refreshed by the next job to finish, and the
+ * consumer would pause again on the stale value right after resuming. */
+void pool_store_reset(struct pool *p);
 
 #endif

@@ -54,10 +54,9 @@ struct runner {
     int backoff_ms;
     long long next_connect_ms;
     bool stopping;
-    bool paused;            /* consumer cancelled while Redis is down */
+    unsigned paused;        /* why the consumer is cancelled: 1 << enum metrics_pause, or 0 */
     long long next_store_check_ms;
     struct store *probe;    /* the consumer's own Redis connection, for the pause probe */
-    bool comet_paused;      /* consumer cancelled while no Comet server answers */
     long long next_comet_probe_ms;
     int comet_probe_ms;     /* current probe interval (backs off) */
     struct comet_client *comet_probe; /* the consumer's own client, for that probe */
@@ -201,7 +200,7 @@ static void try_connect(struct runner *r)
         r->bus = b;
         if (bus_declare_topology(b, r->tiers, r->ntiers, &e) == 0 &&
             bus_qos(b, r->cfg->amqp_prefetch, &e) == 0 &&
-            (r->paused || r->comet_paused || start_consuming(r, &e) == 0)) {
+            (r->paused || start_consuming(r, &e) == 0)) {
             r->generation++;
             r->st->connected = true;
             r->backoff_ms = BACKOFF_MIN_MS;
@@ -219,71 +218,89 @@ static void try_connect(struct runner *r)
     r->backoff_ms += rand() % (r->backoff_ms / 4 + 1);
 }
 
+/* Adds (on) or removes a reason not to take jobs. The consumer is
+ * cancelled when the first reason appears and started again when the last
+ * one goes; a broker failure doing so disconnects (the reconnect honours
+ * the reasons left). 0, or -1 when it disconnected. */
+static int set_paused(struct runner *r, enum metrics_pause reason, bool on)
+{
+    unsigned bit = 1u << reason;
+    unsigned after = on ? r->paused | bit : r->paused & ~bit;
+    struct err e;
+    int rc = 0;
+
+    if (after == r->paused)
+        return 0;
+    err_clear(&e);
+    if (r->paused == 0)
+        rc = bus_cancel(r->bus, &e);
+    else if (after == 0)
+        rc = start_consuming(r, &e);
+    if (rc != 0) {
+        disconnect(r, e.msg);
+        return -1;
+    }
+    r->paused = after;
+    if (after != 0)
+        r->st->consuming = false;
+    metrics_set_paused(reason, on);
+    return 0;
+}
+
+static bool paused_for(const struct runner *r, enum metrics_pause reason)
+{
+    return (r->paused & (1u << reason)) != 0;
+}
+
 /* While Redis is down no job may run (no idempotency or ordering state):
- * cancel the consumer, probe Redis, resume when it answers. */
+ * stop taking jobs, probe Redis, resume when it answers. */
 static void check_store(struct runner *r)
 {
     if (!r->bus || r->stopping)
         return;
     struct err e;
     err_clear(&e);
-    if (!r->paused && pool_store_down(r->pool)) {
-        if (r->comet_paused || bus_cancel(r->bus, &e) == 0) {
-            r->paused = true;
-            r->st->consuming = false;
-            r->st->store_ok = false;
-            metrics_set_paused(METRICS_PAUSE_REDIS, true);
-            log_error("Redis unreachable: not taking jobs until it is back");
-        } else {
-            disconnect(r, e.msg);
-        }
+    if (!paused_for(r, METRICS_PAUSE_REDIS)) {
+        if (!pool_store_down(r->pool) || set_paused(r, METRICS_PAUSE_REDIS, true) != 0)
+            return;
+        r->st->store_ok = false;
         r->next_store_check_ms = mono_ms() + STORE_CHECK_MS;
+        log_error("Redis unreachable: not taking jobs until it is back");
         return;
     }
-    if (!r->paused || mono_ms() < r->next_store_check_ms)
+    if (mono_ms() < r->next_store_check_ms)
         return;
     r->next_store_check_ms = mono_ms() + STORE_CHECK_MS;
     if (!r->probe)
         r->probe = store_connect(r->cfg, &e);
-    if (r->probe && store_ensure(r->probe, &e) == 0 && store_ping(r->probe, &e) == 0) {
-        if (r->comet_paused || start_consuming(r, &e) == 0) {
-            r->paused = false;
-            r->st->store_ok = true;
-            metrics_set_paused(METRICS_PAUSE_REDIS, false);
-            log_info("Redis is back: taking jobs again");
-        } else {
-            disconnect(r, e.msg);
-        }
+    if (r->probe && store_ensure(r->probe, &e) == 0 && store_ping(r->probe, &e) == 0 &&
+        set_paused(r, METRICS_PAUSE_REDIS, false) == 0) {
+        pool_store_reset(r->pool);
+        r->st->store_ok = true;
+        log_info("Redis is back: taking jobs again");
     }
 }
 
 /* While no Comet server can even be connected to, every job would fail and
  * spend an attempt (a long outage would dead-letter the whole queue), and
- * the retry copies would load the broker: cancel the consumer, so jobs wait
+ * the retry copies would load the broker: stop taking jobs, so they wait
  * in comet.jobs, probe the servers with meta/version, and take jobs again
  * when one answers. Jobs already running end as usual. */
 static void check_comet(struct runner *r)
 {
     if (!r->bus || r->stopping)
         return;
-    struct err e;
-    err_clear(&e);
-    if (!r->comet_paused) {
+    if (!paused_for(r, METRICS_PAUSE_COMET)) {
         for (int i = 0; i < r->cfg->server_count; i++)
             if (!comet_server_down(r->cfg->servers[i].url))
                 return;
-        if (r->paused || bus_cancel(r->bus, &e) == 0) {
-            r->comet_paused = true;
-            r->st->consuming = false;
-            r->st->comet_ok = false;
-            metrics_set_paused(METRICS_PAUSE_COMET, true);
-            r->comet_probe_ms = COMET_PROBE_MIN_MS;
-            r->next_comet_probe_ms = mono_ms() + r->comet_probe_ms;
-            log_error("no Comet server can be reached: not taking jobs until one answers "
-                      "(they wait in %s)", BUS_Q_JOBS);
-        } else {
-            disconnect(r, e.msg);
-        }
+        if (set_paused(r, METRICS_PAUSE_COMET, true) != 0)
+            return;
+        r->st->comet_ok = false;
+        r->comet_probe_ms = COMET_PROBE_MIN_MS;
+        r->next_comet_probe_ms = mono_ms() + r->comet_probe_ms;
+        log_error("no Comet server can be reached: not taking jobs until one answers "
+                  "(they wait in %s)", BUS_Q_JOBS);
         return;
     }
     if (mono_ms() < r->next_comet_probe_ms)
@@ -305,13 +322,9 @@ static void check_comet(struct runner *r)
         r->next_comet_probe_ms = mono_ms() + r->comet_probe_ms;
         return;
     }
-    if (r->paused || start_consuming(r, &e) == 0) {
-        r->comet_paused = false;
+    if (set_paused(r, METRICS_PAUSE_COMET, false) == 0) {
         r->st->comet_ok = true;
-        metrics_set_paused(METRICS_PAUSE_COMET, false);
         log_info("a Comet server answers again: taking jobs");
-    } else {
-        disconnect(r, e.msg);
     }
 }
 
@@ -322,7 +335,7 @@ static void begin_stop(struct runner *r)
     r->stopping = true;
     struct err e;
     err_clear(&e);
-    if (r->bus && !r->paused && !r->comet_paused && bus_cancel(r->bus, &e) != 0)
+    if (r->bus && !r->paused && bus_cancel(r->bus, &e) != 0)
         disconnect(r, e.msg);
     r->st->consuming = false;
     /* Jobs not yet started go back to the queue at once. */
