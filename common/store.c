@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <sodium.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <time.h>
 #include <stdio.h>
@@ -31,6 +32,7 @@ struct store {
     const struct config *cfg; /* lent; outlives the store */
     redisContext *ctx;        /* NULL or broken: reconnect before the next command */
     bool broken;              /* a command failed at the connection level */
+    unsigned epoch;           /* store_epoch when ctx was connected */
 };
 
 static const char *const job_state_names[] = {
@@ -46,6 +48,19 @@ const char *job_state_name(enum job_state st)
     if ((unsigned)st >= sizeof(job_state_names) / sizeof(job_state_names[0]))
         return "unknown";
     return job_state_names[st];
+}
+
+/* Bumped whenever any connection of this process fails at the connection
+ * level. After a Redis restart every thread's idle connection is dead, and
+ * each would only find out by failing its next command (one more job
+ * waiting, and the consumer pausing again for each thread); a connection
+ * older than the last failure is replaced before it is used instead. */
+static _Atomic unsigned store_epoch;
+
+static void mark_broken(struct store *s)
+{
+    s->broken = true;
+    atomic_fetch_add_explicit(&store_epoch, 1, memory_order_relaxed);
 }
 
 /* ---- connection -------------------------------------------------------- */
@@ -87,6 +102,9 @@ static int store_open(struct store *s, struct err *err)
     redisContext *ctx;
 
     store_drop(s);
+    /* Read first: a failure elsewhere while this connects makes it reconnect
+     * once more, never keep a connection older than a failure. */
+    s->epoch = atomic_load_explicit(&store_epoch, memory_order_relaxed);
     ctx = redisConnectWithTimeout(cfg->redis_host, cfg->redis_port, conn_tv);
     if (ctx == NULL)
         return err_set(err, ERR_STORE_UNAVAILABLE, "redis %s:%d: out of memory",
@@ -144,7 +162,8 @@ void store_free(struct store *s)
 
 int store_ensure(struct store *s, struct err *err)
 {
-    if (s->ctx != NULL && !s->broken && s->ctx->err == 0)
+    if (s->ctx != NULL && !s->broken && s->ctx->err == 0 &&
+        s->epoch == atomic_load_explicit(&store_epoch, memory_order_relaxed))
         return 0;
     return store_open(s, err);
 }
@@ -163,7 +182,7 @@ static redisReply *store_command(struct store *s, struct err *err, const char *f
     r = redisvCommand(s->ctx, fmt, ap);
     va_end(ap);
     if (r == NULL) {
-        s->broken = true;
+        mark_broken(s);
         err_set(err, ERR_STORE_UNAVAILABLE, "redis: %s", s->ctx->errstr);
         return NULL;
     }
@@ -190,7 +209,7 @@ static int pipeline_append(struct store *s, struct err *err, const char *fmt, ..
     rc = redisvAppendCommand(s->ctx, fmt, ap);
     va_end(ap);
     if (rc != REDIS_OK) {
-        s->broken = true;
+        mark_broken(s);
         return err_set(err, ERR_STORE_UNAVAILABLE, "redis: cannot queue a command: %s",
                        s->ctx->errstr[0] ? s->ctx->errstr : "out of memory");
     }
@@ -210,7 +229,7 @@ static int pipeline_collect(struct store *s, size_t n, redisReply **r, struct er
         void *reply = NULL;
 
         if (redisGetReply(s->ctx, &reply) != REDIS_OK || reply == NULL) {
-            s->broken = true;
+            mark_broken(s);
             rc = err_set(err, ERR_STORE_UNAVAILABLE, "redis: %s", s->ctx->errstr);
             break;
         }
@@ -465,7 +484,7 @@ static int append_hmget(struct store *s, const char *key, const struct store_fie
         argv[2 + i] = f->names[i];
     }
     if (redisAppendCommandArgv(s->ctx, (int)(2 + f->n), argv, NULL) != REDIS_OK) {
-        s->broken = true;
+        mark_broken(s);
         return err_set(err, ERR_STORE_UNAVAILABLE, "redis: %s", s->ctx->errstr);
     }
     return 0;
@@ -512,7 +531,7 @@ static int append_hset(struct store *s, const char *key, size_t n, const char *c
         argv[3 + 2 * i] = values[i];
     }
     if (redisAppendCommandArgv(s->ctx, (int)(2 + 2 * n), argv, NULL) != REDIS_OK) {
-        s->broken = true;
+        mark_broken(s);
         return err_set(err, ERR_STORE_UNAVAILABLE, "redis: cannot queue HSET");
     }
     return 0;
@@ -741,7 +760,7 @@ int store_gate_read(struct store *s, const char *job_id, const char *server, lon
     return rc;
 unsent:
     /* Commands already queued were never sent: start over on a new connection. */
-    s->broken = true;
+    mark_broken(s);
     return -1;
 }
 

@@ -431,11 +431,34 @@ static void test_faults_rabbitmq_restart_mid_burst(void **state)
     burst_through(50000, 80, restart_rabbitmq, "RabbitMQ restarted mid-burst");
 }
 
+/* Lines of a worker's log that contain text. */
+static int log_count(int worker, const char *text)
+{
+    char path[700], line[4096];
+    snprintf(path, sizeof(path), "%s/worker-%d.log", H.dir, worker);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    int n = 0;
+    while (fgets(line, sizeof(line), f))
+        n += strstr(line, text) != NULL;
+    fclose(f);
+    return n;
+}
+
 static void test_faults_redis_stopped_mid_burst(void **state)
 {
     (void)state;
     SKIP_IF_NO_SERVICES();
     burst_through(60000, 20, stop_redis_4s, "Redis stopped for 4 s mid-burst");
+    /* One outage, one pause per worker: after Redis is back no thread
+     * fails on its dead pre-restart connection and pauses the consumer
+     * again (each such pause cost another second). */
+    for (int i = 0; i < H.nworkers; i++) {
+        int pauses = log_count(i, "Redis unreachable: not taking jobs");
+        if (pauses > 1)
+            fail_msg("worker %d paused %d times for one Redis outage", i, pauses);
+    }
 }
 
 /* Comet refusing every add-user with HTTP 500 until the budget runs out:
