@@ -173,35 +173,41 @@ static void test_comet_endpoint_paths(void **state)
     assert_string_equal(comet_endpoint_path(COMET__COUNT), "unknown");
 }
 
-/* A server nobody answers for: down only after COMET_DOWN_CALLS refused
- * calls in a row and COMET_DOWN_MS since the first. Port 1 on loopback
- * refuses at once. */
+/* A server nobody answers for is down only after COMET_DOWN_CALLS refused
+ * calls in a row AND COMET_DOWN_MS since the first: enough time with too
+ * few calls is not down, enough calls in too little time is not down.
+ * Ports 1 and 2 on loopback refuse at once. */
 static void test_comet_server_down_needs_calls_and_time(void **state)
 {
     (void)state;
-    struct config_server srv;
+    struct config_server slow, fast;
     struct err e;
     json_object *out = NULL;
 
-    memset(&srv, 0, sizeof(srv));
-    snprintf(srv.url, sizeof(srv.url), "http://127.0.0.1:1");
-    snprintf(srv.username, sizeof(srv.username), "admin");
-    snprintf(srv.password, sizeof(srv.password), "pw");
+    memset(&slow, 0, sizeof(slow));
+    snprintf(slow.url, sizeof(slow.url), "http://127.0.0.1:1");
+    snprintf(slow.username, sizeof(slow.username), "admin");
+    snprintf(slow.password, sizeof(slow.password), "pw");
+    fast = slow;
+    snprintf(fast.url, sizeof(fast.url), "http://127.0.0.1:2");
     struct comet_client *c = comet_client_new(1000, 2000);
     assert_non_null(c);
-    assert_false(comet_server_down(srv.url));
-    for (int i = 0; i < COMET_DOWN_CALLS - 1; i++) {
-        assert_int_equal(comet_call(c, &srv, COMET_META_VERSION, NULL, 0, &out, NULL, &e), -1);
-        assert_int_equal(e.code, ERR_COMET_UNAVAILABLE);
-    }
-    assert_false(comet_server_down(srv.url)); /* one call short */
-    assert_int_equal(comet_call(c, &srv, COMET_META_VERSION, NULL, 0, &out, NULL, &e), -1);
-    assert_false(comet_server_down(srv.url)); /* enough calls, not long enough */
+    assert_false(comet_server_down(slow.url));
+
+    assert_int_equal(comet_call(c, &slow, COMET_META_VERSION, NULL, 0, &out, NULL, &e), -1);
+    assert_int_equal(e.code, ERR_COMET_UNAVAILABLE);
     struct timespec ts = { COMET_DOWN_MS / 1000, (COMET_DOWN_MS % 1000) * 1000000L + 50000000L };
     nanosleep(&ts, NULL);
-    assert_true(comet_server_down(srv.url));
-    /* Another server is judged on its own. */
-    assert_false(comet_server_down("http://127.0.0.1:2"));
+    assert_false(comet_server_down(slow.url)); /* time enough, one call */
+    for (int i = 1; i < COMET_DOWN_CALLS - 1; i++)
+        assert_int_equal(comet_call(c, &slow, COMET_META_VERSION, NULL, 0, &out, NULL, &e), -1);
+    assert_false(comet_server_down(slow.url)); /* one call short */
+    assert_int_equal(comet_call(c, &slow, COMET_META_VERSION, NULL, 0, &out, NULL, &e), -1);
+    assert_true(comet_server_down(slow.url));
+
+    for (int i = 0; i < COMET_DOWN_CALLS; i++)
+        assert_int_equal(comet_call(c, &fast, COMET_META_VERSION, NULL, 0, &out, NULL, &e), -1);
+    assert_false(comet_server_down(fast.url)); /* calls enough, too soon */
     comet_client_free(c);
 }
 
